@@ -1,0 +1,53 @@
+"""shardq: durable job processing on sharded entity mailboxes.
+
+Embedded on SQLite with no set-up, or a cluster of runners on PostgreSQL, with one API::
+
+    from shardq import JobService
+
+    jobs = JobService("sqlite:///shardq.db")
+
+    @jobs.handler("email.send")
+    async def send(payload: dict) -> dict: ...
+
+    async with jobs:
+        job_id = await jobs.submit("email.send", {"to": "a@b.c"}, priority="high")
+        status = await jobs.wait(job_id, timeout=5)
+"""
+
+from .config import Config
+from .context import JobContext, current_job
+from .errors import JobError
+from .ids import Snowflake
+from .jobs import JobService
+from .models import (
+    DeadLetter,
+    HistoryEntry,
+    JobPayload,
+    JobStatusResponse,
+    Priority,
+    QueueStats,
+    Status,
+    SubmitResult,
+)
+from .retry import RetryPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "DeadLetter",
+    "HistoryEntry",
+    "JobContext",
+    "JobError",
+    "JobPayload",
+    "JobService",
+    "JobStatusResponse",
+    "Priority",
+    "QueueStats",
+    "RetryPolicy",
+    "Snowflake",
+    "Status",
+    "SubmitResult",
+    "__version__",
+    "current_job",
+]

@@ -1,0 +1,1 @@
+"""Private machinery of shardq; nothing here is public API."""

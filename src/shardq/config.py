@@ -1,0 +1,72 @@
+"""One frozen, validated configuration value for a JobService; the environment is read only
+at the edge (``Config.from_env``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .retry import RetryPolicy
+from .sharding import DEFAULT_SHARDS
+
+ENV_URL = "SHARDQ_DATABASE_URL"
+DEFAULT_URL = "sqlite:///shardq.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Settings of one JobService.
+
+    ``concurrency`` is the number of handlers a runner runs at once, split between priorities
+    by their weights. ``mailbox_capacity`` bounds the jobs one keyed entity holds in memory
+    (never the jobs stored). ``retention`` and ``dlq_retention`` (seconds) say how long
+    finished jobs and dead letters are kept.
+    """
+
+    database_url: str = DEFAULT_URL
+    concurrency: int = 64
+    shards: int = DEFAULT_SHARDS
+    mailbox_capacity: int = 100
+    max_idle: float = 300.0
+    max_payload_bytes: int = 1_048_576
+    retention: float = 7 * 86_400.0
+    dlq_retention: float = 30 * 86_400.0
+    prune_interval: float = 60.0
+    prune_batch: int = 500
+    drain_timeout: float = 30.0
+    ready_window: int = 10_000
+    default_max_attempts: int = 3
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    machine_id: int = field(default_factory=lambda: secrets.randbelow(1024))
+
+    def __post_init__(self) -> None:
+        _require(bool(self.database_url), "database_url must not be empty")
+        _require(self.concurrency >= 1, "concurrency must be at least 1")
+        _require(self.shards >= 1, "shards must be at least 1")
+        _require(self.mailbox_capacity >= 1, "mailbox_capacity must be at least 1")
+        _require(self.max_idle > 0, "max_idle must be positive")
+        _require(self.max_payload_bytes >= 64, "max_payload_bytes must be at least 64")
+        _require(self.retention > 0 and self.dlq_retention > 0, "retention must be positive")
+        _require(
+            self.prune_interval > 0 and self.prune_batch >= 1, "prune settings must be positive"
+        )
+        _require(self.drain_timeout >= 0, "drain_timeout must not be negative")
+        _require(self.ready_window >= 16, "ready_window must be at least 16")
+        _require(self.default_max_attempts >= 1, "default_max_attempts must be at least 1")
+        _require(0 <= self.machine_id < 1024, "machine_id must be within 0..1023")
+
+    def with_(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied (and validated)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, url: str | None = None, **changes: Any) -> Config:
+        """A config whose URL is ``url``, else ``$SHARDQ_DATABASE_URL``, else the SQLite default."""
+        return cls(database_url=url or os.environ.get(ENV_URL) or DEFAULT_URL, **changes)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)

@@ -1,0 +1,285 @@
+"""The storage driver interface: the domain operations shardq needs from a database.
+
+Drivers speak in rows of plain values (ids as ints, times as Unix milliseconds, JSON as text);
+the JobService lifts them into the public models. A driver owns its SQL, its migrations and
+its notifications (how a commit in one process wakes the runner that owns the work).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+#: Stored job states; the same words as the public statuses.
+QUEUED, PROCESSING, COMPLETE, FAILED, CANCELLED = (
+    "queued",
+    "processing",
+    "complete",
+    "failed",
+    "cancelled",
+)
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A job to insert, fully validated and encoded."""
+
+    id: int
+    type: str
+    payload: str
+    priority: int
+    key: str | None
+    shard: int
+    dedupe_key: str | None
+    max_attempts: int
+    timeout: float | None
+    duration: str
+    batch_id: str | None
+    run_at: int
+    created_at: int
+    context: str | None
+
+
+@dataclass(slots=True)
+class JobRef:
+    """What a runner needs to schedule a queued job, without its payload."""
+
+    id: int
+    priority: int
+    run_at: int
+    key: str | None
+    shard: int
+
+
+@dataclass(slots=True)
+class StartedJob:
+    """A job a runner has just moved to ``processing``, with what its handler needs."""
+
+    id: int
+    type: str
+    payload: str
+    priority: int
+    key: str | None
+    shard: int
+    attempts: int
+    max_attempts: int
+    timeout: float | None
+    duration: str
+    run_at: int
+    created_at: int
+    context: str | None
+
+
+OutcomeKind = Literal["complete", "retry", "failed", "cancelled"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The end of one attempt, to be written only if the attempt still owns the job."""
+
+    id: int
+    attempt: int
+    kind: OutcomeKind
+    at: int
+    result: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    run_at: int | None = None
+    dlq_id: int | None = None
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """Everything stored about one job."""
+
+    id: int
+    type: str
+    payload: str
+    priority: int
+    state: str
+    key: str | None
+    shard: int
+    dedupe_key: str | None
+    max_attempts: int
+    attempts: int
+    timeout: float | None
+    duration: str
+    batch_id: str | None
+    run_at: int
+    created_at: int
+    finished_at: int | None
+    result: str | None
+    error: str | None
+    history: list[tuple[str, int, str | None]]
+
+
+@dataclass(slots=True)
+class DeadLetterRecord:
+    """A row of ``job_dlq``."""
+
+    id: int
+    job_id: int
+    type: str
+    payload: str
+    priority: int
+    key: str | None
+    reason: str
+    error: str | None
+    attempts: int
+    max_attempts: int
+    created_at: int
+    failed_at: int
+    replayed_at: int | None
+    replay_job_id: int | None
+
+
+CancelResult = Literal["cancelled", "requested", "finished", "missing"]
+ReplayResult = Literal["replayed", "already", "missing"]
+EventKind = Literal["submitted", "cancel", "finished", "rescan"]
+#: Called by a driver's listener for each notification from another process.
+EventHandler = Callable[[EventKind, list[int]], None]
+
+
+@dataclass(slots=True)
+class JobFilter:
+    """Which jobs to list: every field narrows the selection when set."""
+
+    state: str | None = None
+    type: str | None = None
+    priority: int | None = None
+    key: str | None = None
+    created_after: int | None = None
+    created_before: int | None = None
+    limit: int = 50
+    before_id: int | None = None
+
+
+class Ownership(Protocol):
+    """Which shards this runner may serve, and the fencing token its writes carry."""
+
+    token: str
+
+    def owned(self) -> Collection[int] | None:
+        """The shards owned now; None means every shard."""
+
+    async def start(self, on_change: Callable[[set[int], set[int]], Awaitable[None]]) -> None:
+        """Begin owning shards; ``on_change(acquired, lost)`` is awaited on every change."""
+
+    async def stop(self) -> None:
+        """Release every shard."""
+
+
+class AllShards:
+    """The embedded deployment: one runner owns every shard."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def owned(self) -> Collection[int] | None:
+        return None
+
+    async def start(self, on_change: Callable[[set[int], set[int]], Awaitable[None]]) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class Driver(Protocol):
+    """A storage engine. Every method is atomic; none runs user code.
+
+    ``shards`` arguments restrict an operation to the shards a runner owns; ``None`` means all
+    (the embedded engine owns every shard).
+    """
+
+    url: str
+    #: True when every process hears of every finished job (so waits need no re-reads).
+    announces_finished: bool
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None:
+        """Release every connection and listener."""
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied now."""
+
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[int, bool]]:
+        """Insert ``jobs`` in one transaction and wake their owners.
+
+        Returns, per job, the id that holds it and whether it was a duplicate: a job whose
+        ``dedupe_key`` is already held by a retained job is not inserted and the holder's id is
+        returned instead (also for duplicates within ``jobs``).
+        """
+
+    async def load_refs(self, ids: Collection[int]) -> list[JobRef]:
+        """The queued jobs among ``ids``."""
+
+    async def load_ready(
+        self, shards: Collection[int] | None, priority: int, now: int, limit: int
+    ) -> list[JobRef]:
+        """Queued unkeyed jobs of ``priority`` due by ``now``, oldest id first."""
+
+    async def load_delayed(
+        self, shards: Collection[int] | None, now: int, limit: int
+    ) -> list[JobRef]:
+        """Queued unkeyed jobs due after ``now``, soonest first."""
+
+    async def load_keys(self, shards: Collection[int] | None, limit: int) -> list[str]:
+        """Keys that have queued jobs."""
+
+    async def load_mailbox(self, key: str, limit: int) -> list[JobRef]:
+        """Queued jobs of ``key``, in submit (id) order."""
+
+    async def start_jobs(self, ids: Sequence[int], owner: str, now: int) -> list[StartedJob]:
+        """Move the still-queued jobs among ``ids`` to processing under ``owner``."""
+
+    async def finish_jobs(self, outcomes: Sequence[Outcome], owner: str) -> list[int]:
+        """Write ``outcomes`` in one transaction, each only if ``owner`` still runs that attempt.
+
+        ``failed`` outcomes also insert a dead letter. Returns the ids written.
+        """
+
+    async def recover(self, shards: Collection[int] | None, now: int) -> int:
+        """Return interrupted (processing) jobs of ``shards`` to the queue; a job whose
+        cancel was requested becomes cancelled instead. Returns how many were touched."""
+
+    async def get_job(self, job_id: int) -> JobRecord | None:
+        """One job, or None."""
+
+    async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
+        """Jobs matching ``flt``, newest first."""
+
+    async def cancel_job(self, job_id: int, now: int) -> CancelResult:
+        """Cancel a queued job at once, or flag a running one and wake its owner."""
+
+    async def dead_letters(
+        self, limit: int, before_id: int | None = None
+    ) -> list[DeadLetterRecord]:
+        """Dead letters, newest first."""
+
+    async def get_dead_letter(self, dlq_id: int) -> DeadLetterRecord | None:
+        """One dead letter, or None."""
+
+    async def replay(self, dlq_id: int, job: NewJob) -> ReplayResult:
+        """Insert ``job`` and mark the dead letter replayed, in one transaction."""
+
+    async def prune(self, finished_before: int, dlq_before: int, limit: int) -> int:
+        """Delete up to ``limit`` finished jobs and dead letters older than the given times."""
+
+    async def count_by_state(self) -> dict[str, int]:
+        """Jobs per state."""
+
+    async def count_queued_by_priority(self) -> dict[int, int]:
+        """Queued jobs per priority."""
+
+    async def count_dead_letters(self) -> int:
+        """Dead letters not yet replayed."""
+
+    def listen(self, handler: EventHandler) -> None:
+        """Deliver other processes' notifications to ``handler`` (on the event loop)."""
+
+    def ownership(self, token: str, shards: int) -> Ownership:
+        """How a runner on this engine comes to own shards, fencing its writes with ``token``."""

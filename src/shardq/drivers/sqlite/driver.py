@@ -1,0 +1,477 @@
+"""SQLite driver: every write on one writer thread, reads on another, WAL for both."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from ..._internal.localwake import Announcer, Listener, RunnerLock, socket_path
+from .._sql import DLQ_COLUMNS, JOB_COLUMNS, dead_letter_record, job_record, migrations
+from ..base import (
+    AllShards,
+    CancelResult,
+    DeadLetterRecord,
+    EventHandler,
+    EventKind,
+    JobFilter,
+    JobRecord,
+    JobRef,
+    NewJob,
+    Outcome,
+    Ownership,
+    ReplayResult,
+    StartedJob,
+)
+
+T = TypeVar("T")
+_CHUNK = 900
+_REF = "id, priority, run_at, key, shard"
+_INSERT = (
+    "INSERT INTO jobs (id, type, payload, priority, state, key, shard, dedupe_key, max_attempts,"
+    " timeout, duration, batch_id, run_at, created_at, updated_at, context, history)"
+    " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+    " json_array(json_array('queued', ?, NULL)))"
+)
+_APPEND = "history = json_insert(history, '$[#]', json_array(?, ?, ?))"
+_FENCE = "WHERE id = ? AND state = 'processing' AND owner = ? AND attempts = ?"
+
+
+def path_from_url(url: str) -> str:
+    """The file path of a ``sqlite:///relative`` or ``sqlite:////absolute`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc:
+        raise ValueError(f"not a SQLite URL: {url!r} (expected sqlite:///path/to/file.db)")
+    path = unquote(parts.path)
+    path = path[1:] if path.startswith("/") else path
+    if not path or path == ":memory:":
+        raise ValueError(
+            f"SQLite URL {url!r} names no file; shardq needs a file (e.g. sqlite:///shardq.db)"
+        )
+    return path
+
+
+def _ref(row: Any) -> JobRef:
+    return JobRef(row[0], row[1], row[2], row[3], row[4])
+
+
+def _insert_args(j: NewJob) -> tuple[Any, ...]:
+    return (
+        j.id, j.type, j.payload, j.priority, j.key, j.shard, j.dedupe_key, j.max_attempts,
+        j.timeout, j.duration, j.batch_id, j.run_at, j.created_at, j.created_at, j.context,
+        j.created_at,
+    )  # fmt: skip
+
+
+class SQLiteDriver:
+    """The embedded storage engine.
+
+    A runner process holds an exclusive lock file beside the database and listens on a local
+    socket; other processes announce their commits there.
+    """
+
+    announces_finished = False
+
+    def __init__(self, url: str, *, runner: bool) -> None:
+        self.url = url
+        self.path = path_from_url(url)
+        self.runner = runner
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="shardq-sqlite-w")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="shardq-sqlite-r")
+        self._w: sqlite3.Connection | None = None
+        self._r: sqlite3.Connection | None = None
+        self._lock = RunnerLock(self.path)
+        self._listener: Listener | None = None
+        self._announcer: Announcer | None = None
+        self._handler: EventHandler | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.runner:
+            self._lock.acquire()
+        try:
+            self._w = await self._write(lambda _: self._connect())
+            self._r = await self._read(lambda _: self._connect())
+            await self.migrate()
+            if self.runner:
+                self._listener = Listener(socket_path(self.path))
+                await self._listener.start(self._on_message)
+            else:
+                self._announcer = Announcer(socket_path(self.path))
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._announcer is not None:
+            self._announcer.close()
+            self._announcer = None
+        if self._w is not None:
+            w, self._w = self._w, None
+            await asyncio.get_running_loop().run_in_executor(self._writer, w.close)
+        if self._r is not None:
+            r, self._r = self._r, None
+            await asyncio.get_running_loop().run_in_executor(self._reader, r.close)
+        self._writer.shutdown(wait=False)
+        self._reader.shutdown(wait=False)
+        self._lock.release()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a commit survives any process crash; only a power loss can
+        # take back the last commits.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    async def migrate(self) -> list[int]:
+        def run(c: sqlite3.Connection) -> list[int]:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.execute(
+                    "CREATE TABLE IF NOT EXISTS shardq_migrations"
+                    " (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+                )
+                done = {r[0] for r in c.execute("SELECT version FROM shardq_migrations")}
+                applied = []
+                for version, sql in migrations("shardq.drivers.sqlite"):
+                    if version in done:
+                        continue
+                    for statement in _statements(sql):
+                        c.execute(statement)
+                    c.execute(
+                        "INSERT INTO shardq_migrations VALUES (?, strftime('%s','now') * 1000)",
+                        (version,),
+                    )
+                    applied.append(version)
+                c.execute("COMMIT")
+                return applied
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        return await self._write(run)
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, lambda: fn(self._w))  # type: ignore[arg-type]
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, lambda: fn(self._r))  # type: ignore[arg-type]
+
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run(c: sqlite3.Connection) -> T:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(c)
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+            return out
+
+        return await self._write(run)
+
+    def _announce(self, kind: EventKind, ids: list[int]) -> None:
+        if self._announcer is not None:
+            self._announcer.send(kind, ids)
+
+    def _on_message(self, kind: str, ids: list[int]) -> None:
+        if self._handler is not None:
+            self._handler(kind, ids)  # type: ignore[arg-type]
+
+    def listen(self, handler: EventHandler) -> None:
+        self._handler = handler
+
+    def ownership(self, token: str, shards: int) -> Ownership:
+        # One runner per database file (the lock file enforces it) owns every shard.
+        return AllShards(token)
+
+    # -- submit --------------------------------------------------------------------------
+
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[int, bool]]:
+        def run(c: sqlite3.Connection) -> list[tuple[int, bool]]:
+            out: list[tuple[int, bool]] = []
+            plain = [j for j in jobs if j.dedupe_key is None]
+            if len(plain) == len(jobs):
+                c.executemany(_INSERT, [_insert_args(j) for j in jobs])
+                return [(j.id, False) for j in jobs]
+            for j in jobs:
+                if j.dedupe_key is None:
+                    c.execute(_INSERT, _insert_args(j))
+                    out.append((j.id, False))
+                    continue
+                cur = c.execute(_INSERT + " ON CONFLICT (dedupe_key) DO NOTHING", _insert_args(j))
+                if cur.rowcount == 1:
+                    out.append((j.id, False))
+                else:
+                    row = c.execute(
+                        "SELECT id FROM jobs WHERE dedupe_key = ?", (j.dedupe_key,)
+                    ).fetchone()
+                    out.append((row[0], True))
+            return out
+
+        result = await self._tx(run)
+        fresh = [i for i, dup in result if not dup]
+        if fresh:
+            self._announce("submitted", fresh)
+        return result
+
+    # -- runner reads --------------------------------------------------------------------
+
+    async def load_refs(self, ids: Collection[int]) -> list[JobRef]:
+        ids = list(ids)
+
+        def run(c: sqlite3.Connection) -> list[JobRef]:
+            out: list[JobRef] = []
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = c.execute(
+                    f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND id IN ({marks})", chunk
+                )
+                out.extend(_ref(r) for r in rows)
+            return out
+
+        return await self._read(run)
+
+    async def load_ready(
+        self, shards: Collection[int] | None, priority: int, now: int, limit: int
+    ) -> list[JobRef]:
+        sql = (
+            f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key IS NULL AND priority = ?"
+            " AND run_at <= ? ORDER BY id LIMIT ?"
+        )
+        return await self._read(lambda c: [_ref(r) for r in c.execute(sql, (priority, now, limit))])
+
+    async def load_delayed(
+        self, shards: Collection[int] | None, now: int, limit: int
+    ) -> list[JobRef]:
+        sql = (
+            f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key IS NULL AND run_at > ?"
+            " ORDER BY run_at LIMIT ?"
+        )
+        return await self._read(lambda c: [_ref(r) for r in c.execute(sql, (now, limit))])
+
+    async def load_keys(self, shards: Collection[int] | None, limit: int) -> list[str]:
+        sql = "SELECT DISTINCT key FROM jobs WHERE state = 'queued' AND key IS NOT NULL LIMIT ?"
+        return await self._read(lambda c: [r[0] for r in c.execute(sql, (limit,))])
+
+    async def load_mailbox(self, key: str, limit: int) -> list[JobRef]:
+        sql = f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key = ? ORDER BY id LIMIT ?"
+        return await self._read(lambda c: [_ref(r) for r in c.execute(sql, (key, limit))])
+
+    # -- runner writes -------------------------------------------------------------------
+
+    async def start_jobs(self, ids: Sequence[int], owner: str, now: int) -> list[StartedJob]:
+        ids = list(ids)
+
+        def run(c: sqlite3.Connection) -> list[StartedJob]:
+            out: list[StartedJob] = []
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = c.execute(
+                    "UPDATE jobs SET state = 'processing', attempts = attempts + 1, owner = ?,"
+                    f" updated_at = ?, {_APPEND} WHERE state = 'queued' AND id IN ({marks})"
+                    " RETURNING id, type, payload, priority, key, shard, attempts, max_attempts,"
+                    " timeout, duration, run_at, created_at, context",
+                    [owner, now, "processing", now, None, *chunk],
+                ).fetchall()
+                out.extend(StartedJob(*r) for r in rows)
+            return out
+
+        return await self._tx(run)
+
+    async def finish_jobs(self, outcomes: Sequence[Outcome], owner: str) -> list[int]:
+        def run(c: sqlite3.Connection) -> list[int]:
+            written: list[int] = []
+            for o in outcomes:
+                fence = (o.id, owner, o.attempt)
+                if o.kind == "complete":
+                    cur = c.execute(
+                        "UPDATE jobs SET state = 'complete', result = ?, error = NULL,"
+                        f" finished_at = ?, updated_at = ?, owner = NULL, {_APPEND} {_FENCE}",
+                        (o.result, o.at, o.at, "complete", o.at, None, *fence),
+                    )
+                elif o.kind == "retry":
+                    cur = c.execute(
+                        "UPDATE jobs SET state = 'queued', run_at = ?, error = ?, updated_at = ?,"
+                        f" owner = NULL, {_APPEND} {_FENCE}",
+                        (o.run_at, o.error, o.at, "queued", o.at, o.error, *fence),
+                    )
+                else:
+                    cur = c.execute(
+                        "UPDATE jobs SET state = ?, error = ?, finished_at = ?, updated_at = ?,"
+                        f" owner = NULL, {_APPEND} {_FENCE}",
+                        (o.kind, o.error, o.at, o.at, o.kind, o.at, o.error, *fence),
+                    )
+                if cur.rowcount != 1:
+                    continue
+                written.append(o.id)
+                if o.kind == "failed":
+                    c.execute(
+                        "INSERT INTO job_dlq (id, job_id, type, payload, priority, key, reason,"
+                        " error, attempts, max_attempts, created_at, failed_at)"
+                        " SELECT ?, id, type, payload, priority, key, ?, error, attempts,"
+                        " max_attempts, created_at, ? FROM jobs WHERE id = ?",
+                        (o.dlq_id, o.reason, o.at, o.id),
+                    )
+            return written
+
+        return await self._tx(run)
+
+    async def recover(self, shards: Collection[int] | None, now: int) -> int:
+        def run(c: sqlite3.Connection) -> int:
+            cancelled = c.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,"
+                f" owner = NULL, {_APPEND} WHERE state = 'processing' AND cancel_requested = 1",
+                (now, now, "cancelled", now, "cancelled while its runner was down"),
+            ).rowcount
+            requeued = c.execute(
+                "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?, owner = NULL,"
+                f" {_APPEND} WHERE state = 'processing'",
+                (now, now, "queued", now, "interrupted: the runner stopped during the attempt"),
+            ).rowcount
+            return int(cancelled + requeued)
+
+        return await self._tx(run)
+
+    # -- reads for everyone --------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> JobRecord | None:
+        def run(c: sqlite3.Connection) -> JobRecord | None:
+            row = c.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return job_record(row) if row else None
+
+        return await self._read(run)
+
+    async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
+        where, args = ["1 = 1"], []
+        for column, value in (
+            ("state", flt.state),
+            ("type", flt.type),
+            ("priority", flt.priority),
+            ("key", flt.key),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if flt.created_after is not None:
+            where.append("created_at >= ?")
+            args.append(flt.created_after)
+        if flt.created_before is not None:
+            where.append("created_at < ?")
+            args.append(flt.created_before)
+        if flt.before_id is not None:
+            where.append("id < ?")
+            args.append(flt.before_id)
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+        args.append(flt.limit)
+        return await self._read(lambda c: [job_record(r) for r in c.execute(sql, args)])
+
+    async def cancel_job(self, job_id: int, now: int) -> CancelResult:
+        # With no runner up, a job left "processing" by a dead runner is not running anywhere.
+        no_runner = not self.runner and not self._lock.held_elsewhere()
+
+        def run(c: sqlite3.Connection) -> CancelResult:
+            row = c.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return "missing"
+            if row[0] == "queued" or (row[0] == "processing" and no_runner):
+                c.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,"
+                    f" owner = NULL, {_APPEND} WHERE id = ?",
+                    (now, now, "cancelled", now, None, job_id),
+                )
+                return "cancelled"
+            if row[0] == "processing":
+                c.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+                return "requested"
+            return "finished"
+
+        result = await self._tx(run)
+        if result in ("cancelled", "requested"):
+            self._announce("cancel", [job_id])
+        return result
+
+    async def dead_letters(
+        self, limit: int, before_id: int | None = None
+    ) -> list[DeadLetterRecord]:
+        sql = f"SELECT {DLQ_COLUMNS} FROM job_dlq WHERE id < ? ORDER BY id DESC LIMIT ?"
+        bound = before_id if before_id is not None else 1 << 63
+        return await self._read(
+            lambda c: [dead_letter_record(r) for r in c.execute(sql, (bound, limit))]
+        )
+
+    async def get_dead_letter(self, dlq_id: int) -> DeadLetterRecord | None:
+        def run(c: sqlite3.Connection) -> DeadLetterRecord | None:
+            row = c.execute(f"SELECT {DLQ_COLUMNS} FROM job_dlq WHERE id = ?", (dlq_id,)).fetchone()
+            return dead_letter_record(row) if row else None
+
+        return await self._read(run)
+
+    async def replay(self, dlq_id: int, job: NewJob) -> ReplayResult:
+        def run(c: sqlite3.Connection) -> ReplayResult:
+            row = c.execute("SELECT replayed_at FROM job_dlq WHERE id = ?", (dlq_id,)).fetchone()
+            if row is None:
+                return "missing"
+            if row[0] is not None:
+                return "already"
+            c.execute(_INSERT, _insert_args(job))
+            c.execute(
+                "UPDATE job_dlq SET replayed_at = ?, replay_job_id = ? WHERE id = ?",
+                (job.created_at, job.id, dlq_id),
+            )
+            return "replayed"
+
+        result = await self._tx(run)
+        if result == "replayed":
+            self._announce("submitted", [job.id])
+        return result
+
+    async def prune(self, finished_before: int, dlq_before: int, limit: int) -> int:
+        def run(c: sqlite3.Connection) -> int:
+            jobs = c.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+                " WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?)",
+                (finished_before, limit),
+            ).rowcount
+            dlq = c.execute(
+                "DELETE FROM job_dlq WHERE id IN"
+                " (SELECT id FROM job_dlq WHERE failed_at < ? LIMIT ?)",
+                (dlq_before, limit),
+            ).rowcount
+            return int(jobs + dlq)
+
+        return await self._tx(run)
+
+    async def count_by_state(self) -> dict[str, int]:
+        sql = "SELECT state, count(*) FROM jobs GROUP BY state"
+        return await self._read(lambda c: {r[0]: r[1] for r in c.execute(sql)})
+
+    async def count_queued_by_priority(self) -> dict[int, int]:
+        sql = "SELECT priority, count(*) FROM jobs WHERE state = 'queued' GROUP BY priority"
+        return await self._read(lambda c: {r[0]: r[1] for r in c.execute(sql)})
+
+    async def count_dead_letters(self) -> int:
+        sql = "SELECT count(*) FROM job_dlq WHERE replayed_at IS NULL"
+        return await self._read(lambda c: int(c.execute(sql).fetchone()[0]))
+
+
+def _statements(sql: str) -> list[str]:
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]

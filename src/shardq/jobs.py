@@ -1,0 +1,672 @@
+"""JobService: submit, inspect, cancel and replay jobs; run their handlers.
+
+The facade the seed describes. It validates every input before anything is stored, writes
+through the storage driver (one transaction per batch, concurrent submitters sharing one) and,
+in a runner process, hands committed jobs straight to the local runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import math
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar, overload
+
+from prometheus_client import CollectorRegistry
+
+from ._internal.batching import GroupCommit
+from .config import Config
+from .drivers import connect
+from .drivers.base import DeadLetterRecord, Driver, EventKind, JobFilter, JobRecord, JobRef, NewJob
+from .entity import job_entity
+from .errors import JobError
+from .ids import Snowflake
+from .models import (
+    DURATIONS,
+    FINISHED,
+    PRIORITIES,
+    PRIORITY_RANK,
+    DeadLetter,
+    Duration,
+    HistoryEntry,
+    JobPayload,
+    JobStatusResponse,
+    Priority,
+    QueueStats,
+    Status,
+    SubmitResult,
+    ms_to_datetime,
+)
+from .observe import Metrics, capture_context, submit_span
+from .runner import Handler, Runner, now_ms
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+_MAX_NAME = 255
+
+
+class JobService:
+    """A job system on one database: ``sqlite:///file.db`` (embedded) or ``postgresql://…``.
+
+    Use it as ``async with JobService(url) as jobs:`` (or ``with`` for synchronous code).
+    With ``runner=True`` (the default) this process also runs the handlers of the jobs it
+    owns; with ``runner=False`` it only submits and reads, e.g. in a web process.
+    ``context_vars`` are captured at submit and restored around the handler (values must be
+    JSON-serialisable). Settings not given here come from ``Config`` defaults.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        runner: bool = True,
+        config: Config | None = None,
+        registry: CollectorRegistry | None = None,
+        context_vars: Sequence[contextvars.ContextVar[Any]] = (),
+        **settings: Any,
+    ) -> None:
+        if config is not None and (url is not None or settings):
+            raise ValueError("pass either config or url/settings, not both")
+        self.config = config if config is not None else Config.from_env(url, **settings)
+        self.runs_jobs = runner
+        self.metrics = Metrics(registry)
+        self._handlers: dict[str, Handler] = {}
+        self._context_vars = list(context_vars)
+        self._ids = Snowflake(self.config.machine_id)
+        self._driver: Driver | None = None
+        self._runner: Runner | None = None
+        self._inserts: GroupCommit[NewJob, tuple[int, bool]] | None = None
+        self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.runner_id = uuid.uuid4().hex
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def register_handler(self, job_type: str, fn: Handler) -> None:
+        """Run ``fn(payload)`` for jobs of ``job_type``; async functions are awaited, sync ones
+        run in a thread pool. The return value (JSON) becomes the job's result."""
+        _check_name("job type", job_type)
+        if not callable(fn):
+            raise JobError.from_validation(None, f"handler for {job_type!r} is not callable")
+        self._handlers[job_type] = fn
+
+    def handler(self, job_type: str) -> Callable[[F], F]:
+        """Decorator form of ``register_handler``."""
+
+        def register(fn: F) -> F:
+            self.register_handler(job_type, fn)
+            return fn
+
+        return register
+
+    @property
+    def handlers(self) -> dict[str, Handler]:
+        """The registered handlers by job type (a copy)."""
+        return dict(self._handlers)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open storage (applying migrations) and, if this is a runner, start running jobs."""
+        if self._driver is not None:
+            raise RuntimeError("JobService is already started")
+        driver = connect(self.config.database_url, runner=self.runs_jobs)
+        await driver.open()
+        self._driver = driver
+        self._loop = asyncio.get_running_loop()
+        self._inserts = GroupCommit(driver.insert_jobs)
+        driver.listen(self._on_event)
+        if self.runs_jobs:
+            self._runner = Runner(
+                driver,
+                self.config,
+                self._handlers,
+                self.metrics,
+                self._ids,
+                driver.ownership(self.runner_id, self.config.shards),
+                self._context_vars,
+                self._on_finished,
+            )
+            try:
+                await self._runner.start()
+            except BaseException:
+                self._runner = None
+                self._driver = None
+                await driver.close()
+                raise
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Stop: running handlers may finish (up to ``drain_timeout``), then storage closes."""
+        runner, driver = self._runner, self._driver
+        self._runner = None
+        if runner is not None:
+            await runner.stop(drain_timeout)
+        self._driver = None
+        if driver is not None:
+            await driver.close()
+        for futures in self._waiters.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+        self._waiters.clear()
+
+    async def __aenter__(self) -> JobService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def __enter__(self) -> JobService:
+        """Start the service on a private event loop thread, for synchronous programs."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start())
+            except BaseException as e:
+                failure.append(e)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="shardq-loop", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.stop(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        self._thread = None
+
+    @property
+    def driver(self) -> Driver:
+        """The open storage driver; raises if the service is not started."""
+        if self._driver is None:
+            raise JobError.from_runner_unavailable(
+                None, "the JobService is not started (use 'async with JobService(...)')"
+            )
+        return self._driver
+
+    # -- submit --------------------------------------------------------------------------
+
+    @overload
+    async def submit(
+        self,
+        job_type: str,
+        payload: list[Any],
+        *,
+        priority: Priority = ...,
+        dedupe_key: str | None = ...,
+        max_attempts: int | None = ...,
+        key: str | None = ...,
+        timeout: float | None = ...,
+        delay: float = ...,
+        duration: Duration = ...,
+    ) -> list[str]: ...
+
+    @overload
+    async def submit(
+        self,
+        job_type: str,
+        payload: Any,
+        *,
+        priority: Priority = ...,
+        dedupe_key: str | None = ...,
+        max_attempts: int | None = ...,
+        key: str | None = ...,
+        timeout: float | None = ...,
+        delay: float = ...,
+        duration: Duration = ...,
+    ) -> str: ...
+
+    async def submit(
+        self,
+        job_type: str,
+        payload: Any,
+        *,
+        priority: Priority = "normal",
+        dedupe_key: str | None = None,
+        max_attempts: int | None = None,
+        key: str | None = None,
+        timeout: float | None = None,
+        delay: float = 0,
+        duration: Duration = "short",
+    ) -> str | list[str]:
+        """Store a job and return its id; a list payload is a batch (one transaction) and
+        returns a list of ids. When ``submit`` returns, the jobs are committed.
+
+        A ``dedupe_key`` already held by a retained job returns that job's id instead (in a
+        batch, item ``i`` uses ``f"{dedupe_key}:{i}"``). Jobs sharing ``key`` run one at a
+        time in submit order. ``timeout`` bounds each attempt; ``delay`` defers the first.
+        Invalid input raises ``JobError(reason="Validation")`` and stores nothing.
+        """
+        batch = isinstance(payload, list)
+        items: list[Any] = payload if batch else [payload]
+        batch_id = uuid.uuid4().hex if batch and len(items) > 1 else None
+        specs = [
+            JobPayload(
+                type=job_type,
+                payload=item,
+                priority=priority,
+                dedupe_key=(
+                    f"{dedupe_key}:{i}" if batch and dedupe_key is not None else dedupe_key
+                ),
+                max_attempts=self.config.default_max_attempts
+                if max_attempts is None
+                else max_attempts,
+                duration=duration,
+                batch_id=batch_id,
+                key=key,
+                timeout=timeout,
+            )
+            for i, item in enumerate(items)
+        ]
+        results = await self.submit_many(specs, delay=delay)
+        ids = [r.job_id for r in results]
+        return ids if batch else ids[0]
+
+    #: The seed's name for ``submit``, kept for existing callers.
+    enqueue = submit
+
+    async def submit_many(
+        self, jobs: Sequence[JobPayload], *, delay: float = 0
+    ) -> list[SubmitResult]:
+        """Store jobs of any types and options in one transaction; per job, its id and
+        whether it was a duplicate of a retained job (by dedupe key)."""
+        if (
+            not isinstance(delay, int | float)
+            or isinstance(delay, bool)
+            or not math.isfinite(delay)
+            or delay < 0
+        ):
+            raise JobError.from_validation(
+                None, f"delay must be a non-negative number of seconds, got {delay!r}"
+            )
+        if not jobs:
+            return []
+        now = now_ms()
+        run_at = now + int(delay * 1000)
+        captured = capture_context(self._context_vars)
+        context = _encode_context(captured)
+        rows = [self._encode(spec, now, run_at, context) for spec in jobs]
+        inserts = self._inserts
+        if inserts is None:
+            raise JobError.from_runner_unavailable(None, "the JobService is not started")
+        with submit_span(jobs[0].type, len(jobs)):
+            results = await inserts.submit(rows)
+        fresh: list[JobRef] = []
+        for row, (_, duplicate) in zip(rows, results, strict=True):
+            if not duplicate:
+                self.metrics.enqueued.labels(row.type, PRIORITIES[row.priority]).inc()
+                fresh.append(JobRef(row.id, row.priority, row.run_at, row.key, row.shard))
+        if self._runner is not None and fresh:
+            self._runner.offer(fresh)
+        return [SubmitResult(str(i), dup) for i, dup in results]
+
+    def _encode(self, spec: JobPayload, now: int, run_at: int, context: str | None) -> NewJob:
+        _check_name("job type", spec.type)
+        if spec.priority not in PRIORITY_RANK:
+            raise JobError.from_validation(
+                None, f"unknown priority {spec.priority!r}; use one of {', '.join(PRIORITIES)}"
+            )
+        if spec.duration not in DURATIONS:
+            raise JobError.from_validation(
+                None, f"unknown duration {spec.duration!r}; use 'short' or 'long'"
+            )
+        ma = spec.max_attempts
+        if not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= 1000:
+            raise JobError.from_validation(
+                None, f"max_attempts must be an integer 1..1000, got {ma!r}"
+            )
+        if spec.key is not None:
+            _check_name("key", spec.key)
+        if spec.dedupe_key is not None:
+            _check_name("dedupe_key", spec.dedupe_key)
+        t = spec.timeout
+        if t is not None and (
+            not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or t <= 0
+        ):
+            raise JobError.from_validation(
+                None, f"timeout must be a positive number of seconds, got {t!r}"
+            )
+        try:
+            encoded = json.dumps(spec.payload, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as e:
+            raise JobError.from_validation(None, f"payload is not JSON-serialisable: {e}") from e
+        size = len(encoded.encode())
+        if size > self.config.max_payload_bytes:
+            raise JobError.from_validation(
+                None,
+                f"payload is {size} bytes, over the limit of {self.config.max_payload_bytes}"
+                " (store large data elsewhere and submit a reference)",
+            )
+        job_id = self._ids.next()
+        return NewJob(
+            id=job_id,
+            type=spec.type,
+            payload=encoded,
+            priority=PRIORITY_RANK[spec.priority],
+            key=spec.key,
+            shard=job_entity(job_id, spec.key, self.config.shards).shard,
+            dedupe_key=spec.dedupe_key,
+            max_attempts=ma,
+            timeout=float(t) if t is not None else None,
+            duration=spec.duration,
+            batch_id=spec.batch_id,
+            run_at=run_at,
+            created_at=now,
+            context=context,
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def status(self, job_id: str) -> JobStatusResponse:
+        """The job's status, attempts, full history and result; NotFound if unknown."""
+        record = await self.driver.get_job(_parse_id(job_id))
+        if record is None:
+            raise JobError.from_not_found(str(job_id))
+        return _status(record)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobStatusResponse:
+        """Wait until the job is complete, failed or cancelled and return its status.
+
+        Raises ``JobError(reason="Timeout")`` if ``timeout`` seconds pass first.
+        """
+        jid = _parse_id(job_id)
+        loop = asyncio.get_running_loop()
+        # Every finish is seen here when this process runs the only runner (embedded) or
+        # when the engine announces finishes (PostgreSQL); otherwise back off between reads.
+        event_driven = self._runner is not None or self.driver.announces_finished
+        backoff = 0.005
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    # Register before reading, so a finish between the two is not missed.
+                    fut: asyncio.Future[None] = loop.create_future()
+                    self._waiters.setdefault(jid, []).append(fut)
+                    st = await self.status(job_id)
+                    if st.finished:
+                        return st
+                    if event_driven:
+                        await fut
+                    else:
+                        await asyncio.wait([fut], timeout=backoff)
+                        backoff = min(backoff * 2, 0.25)
+        except TimeoutError:
+            raise JobError.from_timeout(str(job_id), f"still unfinished after {timeout}s") from None
+        finally:
+            futures = self._waiters.get(jid)
+            if futures is not None:
+                futures[:] = [f for f in futures if not f.done()]
+                if not futures:
+                    del self._waiters[jid]
+
+    async def list_jobs(
+        self,
+        *,
+        status: Status | None = None,
+        type: str | None = None,
+        priority: Priority | None = None,
+        key: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[JobStatusResponse]:
+        """Jobs matching every given filter, newest first; page with ``before`` (an id)."""
+        if status is not None and status not in ("queued", "processing", *FINISHED):
+            raise JobError.from_validation(None, f"unknown status {status!r}")
+        if priority is not None and priority not in PRIORITY_RANK:
+            raise JobError.from_validation(None, f"unknown priority {priority!r}")
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise JobError.from_validation(None, "limit must be an integer 1..1000")
+        flt = JobFilter(
+            state=status,
+            type=type,
+            priority=PRIORITY_RANK[priority] if priority is not None else None,
+            key=key,
+            created_after=int(created_after * 1000) if created_after is not None else None,
+            created_before=int(created_before * 1000) if created_before is not None else None,
+            limit=limit,
+            before_id=_parse_id(before) if before is not None else None,
+        )
+        return [_status(r) for r in await self.driver.list_jobs(flt)]
+
+    async def stats(self) -> QueueStats:
+        """Jobs by status, queued jobs by priority, and open dead letters."""
+        d = self.driver
+        by_state = await d.count_by_state()
+        by_priority = await d.count_queued_by_priority()
+        return QueueStats(
+            by_status={
+                s: by_state.get(s, 0)
+                for s in ("queued", "processing", "complete", "failed", "cancelled")
+            },
+            queued_by_priority={p: by_priority.get(i, 0) for i, p in enumerate(PRIORITIES)},
+            dead_letters=await d.count_dead_letters(),
+        )
+
+    # -- cancel and dead letters ---------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> None:
+        """Cancel a job: a queued one never runs, a running one is interrupted.
+
+        Raises NotFound for an unknown id and AlreadyCancelled for a job that is already
+        cancelled or finished.
+        """
+        jid = _parse_id(job_id)
+        result = await self.driver.cancel_job(jid, now_ms())
+        if result == "missing":
+            raise JobError.from_not_found(str(job_id))
+        if result == "finished":
+            record = await self.driver.get_job(jid)
+            state = record.state if record else "finished"
+            raise JobError(
+                "AlreadyCancelled", str(job_id), message=f"job {job_id} is already {state}"
+            )
+        if self._runner is not None:
+            self._runner.interrupt(jid)
+        if result == "cancelled":
+            self._on_finished(jid, "cancelled")
+
+    async def dead_letters(self, limit: int = 50, before: str | None = None) -> list[DeadLetter]:
+        """Dead letters, newest first; page with ``before`` (a dead-letter id)."""
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise JobError.from_validation(None, "limit must be an integer 1..1000")
+        bound = _parse_id(before) if before is not None else None
+        return [_dead_letter(r) for r in await self.driver.dead_letters(limit, bound)]
+
+    async def dead_letter(self, dlq_id: str) -> DeadLetter:
+        """One dead letter; NotFound if unknown."""
+        record = await self.driver.get_dead_letter(_parse_id(dlq_id))
+        if record is None:
+            raise JobError.from_not_found(str(dlq_id))
+        return _dead_letter(record)
+
+    async def replay(self, dlq_id: str) -> str:
+        """Submit a dead letter's job again (attempts start over) and mark it replayed.
+
+        Returns the new job's id. NotFound for an unknown id; replaying twice raises
+        ``JobError(reason="Validation")`` naming the job of the first replay.
+        """
+        d = self.driver
+        record = await d.get_dead_letter(_parse_id(dlq_id))
+        if record is None:
+            raise JobError.from_not_found(str(dlq_id))
+        now = now_ms()
+        job_id = self._ids.next()
+        job = NewJob(
+            id=job_id,
+            type=record.type,
+            payload=record.payload,
+            priority=record.priority,
+            key=record.key,
+            shard=job_entity(job_id, record.key, self.config.shards).shard,
+            dedupe_key=None,
+            max_attempts=record.max_attempts,
+            timeout=None,
+            duration="short",
+            batch_id=None,
+            run_at=now,
+            created_at=now,
+            context=_encode_context(capture_context(self._context_vars)),
+        )
+        result = await d.replay(record.id, job)
+        if result == "missing":
+            raise JobError.from_not_found(str(dlq_id))
+        if result == "already":
+            again = await d.get_dead_letter(record.id)
+            first = again.replay_job_id if again else None
+            raise JobError.from_validation(
+                None, f"dead letter {dlq_id} was already replayed as job {first}"
+            )
+        self.metrics.enqueued.labels(record.type, PRIORITIES[record.priority]).inc()
+        if self._runner is not None:
+            self._runner.offer([JobRef(job.id, job.priority, job.run_at, job.key, job.shard)])
+        return str(job_id)
+
+    # -- sync wrappers -------------------------------------------------------------------
+
+    def submit_sync(self, job_type: str, payload: Any, **options: Any) -> str | list[str]:
+        """Blocking ``submit``, for synchronous code (see ``with JobService(...)``)."""
+        result: str | list[str] = self._sync(lambda: self.submit(job_type, payload, **options))
+        return result
+
+    def status_sync(self, job_id: str) -> JobStatusResponse:
+        """Blocking ``status``."""
+        return self._sync(lambda: self.status(job_id))
+
+    def cancel_sync(self, job_id: str) -> None:
+        """Blocking ``cancel``."""
+        return self._sync(lambda: self.cancel(job_id))
+
+    def replay_sync(self, dlq_id: str) -> str:
+        """Blocking ``replay``."""
+        return self._sync(lambda: self.replay(dlq_id))
+
+    def _sync(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        loop = self._loop
+        if loop is None or self._driver is None:
+            raise JobError.from_runner_unavailable(
+                None, "the JobService is not started (use 'with JobService(...) as jobs:')"
+            )
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("the *_sync methods block; inside the event loop use 'await'")
+        return asyncio.run_coroutine_threadsafe(make(), loop).result()
+
+    # -- events --------------------------------------------------------------------------
+
+    def _on_event(self, kind: EventKind, ids: list[int]) -> None:
+        if kind == "finished":
+            for i in ids:
+                self._wake_waiters(i)
+        elif self._runner is not None:
+            self._runner.on_event(kind, ids)
+
+    def _on_finished(self, job_id: int, kind: str) -> None:
+        self._wake_waiters(job_id)
+
+    def _wake_waiters(self, job_id: int) -> None:
+        for fut in self._waiters.pop(job_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+
+def _check_name(what: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise JobError.from_validation(None, f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > _MAX_NAME:
+        raise JobError.from_validation(None, f"{what} is longer than {_MAX_NAME} characters")
+
+
+def _parse_id(job_id: object) -> int:
+    text = (
+        str(job_id).strip()
+        if isinstance(job_id, str | int) and not isinstance(job_id, bool)
+        else ""
+    )
+    if not text.isdigit() or len(text) > 19:
+        raise JobError(
+            "NotFound",
+            str(job_id),
+            message=f"no job or dead letter has id {job_id!r} (ids are decimal numbers)",
+        )
+    return int(text)
+
+
+def _encode_context(captured: dict[str, Any] | None) -> str | None:
+    if captured is None:
+        return None
+    try:
+        return json.dumps(captured)
+    except (TypeError, ValueError) as e:
+        raise JobError.from_validation(
+            None, f"a captured context variable is not JSON-serialisable: {e}"
+        ) from e
+
+
+def _status(r: JobRecord) -> JobStatusResponse:
+    return JobStatusResponse(
+        id=str(r.id),
+        status=r.state,  # type: ignore[arg-type]
+        attempts=r.attempts,
+        history=[HistoryEntry(s, ms_to_datetime(t), e) for s, t, e in r.history],  # type: ignore[arg-type]
+        result=json.loads(r.result) if r.result is not None else None,
+        job=JobPayload(
+            type=r.type,
+            payload=json.loads(r.payload),
+            priority=PRIORITIES[r.priority],
+            dedupe_key=r.dedupe_key,
+            max_attempts=r.max_attempts,
+            duration=r.duration,  # type: ignore[arg-type]
+            batch_id=r.batch_id,
+            key=r.key,
+            timeout=r.timeout,
+        ),
+        error=r.error,
+        created_at=ms_to_datetime(r.created_at),
+        run_at=ms_to_datetime(r.run_at),
+        finished_at=ms_to_datetime(r.finished_at) if r.finished_at is not None else None,
+    )
+
+
+def _dead_letter(r: DeadLetterRecord) -> DeadLetter:
+    return DeadLetter(
+        id=str(r.id),
+        job_id=str(r.job_id),
+        type=r.type,
+        payload=json.loads(r.payload),
+        priority=PRIORITIES[r.priority],
+        reason=r.reason,
+        error=r.error,
+        attempts=r.attempts,
+        created_at=ms_to_datetime(r.created_at),
+        failed_at=ms_to_datetime(r.failed_at),
+        replayed_at=ms_to_datetime(r.replayed_at) if r.replayed_at is not None else None,
+        replay_job_id=str(r.replay_job_id) if r.replay_job_id is not None else None,
+        key=r.key,
+    )

@@ -1,0 +1,659 @@
+"""A runner: owns shards, holds their entities' mailboxes, runs handlers, writes outcomes.
+
+Work reaches a runner as it is committed: in-process submits hand their rows over directly,
+other processes' commits arrive as notifications. Nothing polls the database for work. The
+runner reads storage only to catch up: when it starts or gains shards, and when an in-memory
+window that overflowed has drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import heapq
+import inspect
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._internal.capacity import WeightedPicker
+from .config import Config
+from .context import JobContext, reset_current, set_current
+from .drivers.base import (
+    Driver,
+    EventKind,
+    JobRef,
+    Outcome,
+    OutcomeKind,
+    Ownership,
+    StartedJob,
+)
+from .errors import JobError
+from .ids import Snowflake
+from .mailbox import Mailbox
+from .models import PRIORITIES, PRIORITY_WEIGHTS
+from .observe import Metrics, job_span
+
+log = logging.getLogger("shardq.runner")
+
+Handler = Callable[[Any], Any]
+#: Called after an outcome is durable: (job id, outcome kind).
+FinishedCallback = Callable[[int, OutcomeKind], None]
+_MAX_KEYS = 10_000
+
+
+def now_ms() -> int:
+    """Unix time in milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class _Attempt:
+    job: StartedJob
+    ctx: JobContext
+    task: asyncio.Task[None] | None = None
+    cancel_requested: bool = False
+    shutdown: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Runner:
+    """Runs the jobs of the shards it owns, at most ``config.concurrency`` at a time."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        config: Config,
+        handlers: dict[str, Handler],
+        metrics: Metrics,
+        ids: Snowflake,
+        ownership: Ownership,
+        context_vars: Collection[contextvars.ContextVar[Any]] = (),
+        on_finished: FinishedCallback | None = None,
+    ) -> None:
+        self._driver = driver
+        self._config = config
+        self._handlers = handlers
+        self._metrics = metrics
+        self._ids = ids
+        self._ownership = ownership
+        self._context_vars = list(context_vars)
+        self._on_finished = on_finished
+        n = len(PRIORITIES)
+        self._window = config.ready_window
+        self._ready: list[deque[JobRef]] = [deque() for _ in range(n)]
+        self._ready_unkeyed = [0] * n
+        self._ready_overflow = [True] * n
+        self._delayed: list[tuple[int, int, JobRef]] = []
+        self._delayed_unkeyed = 0
+        self._delayed_overflow_at: int | None = 0
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._keys_overflow = True
+        self._known: set[int] = set()
+        self._running: dict[int, _Attempt] = {}
+        self._cancel_pending: set[int] = set()
+        self._pending_ids: set[int] = set()
+        self._free = config.concurrency
+        self._picker = WeightedPicker([PRIORITY_WEIGHTS[p] for p in PRIORITIES])
+        self._outcomes: list[tuple[Outcome, _Attempt]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._depth = [0] * n
+        self._stopping = False
+        self._recount_soon = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self._pool = ThreadPoolExecutor(
+            max_workers=min(32, config.concurrency), thread_name_prefix="shardq-handler"
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover interrupted jobs, load the backlog and begin dispatching."""
+        recovered = await self._driver.recover(self._ownership.owned(), now_ms())
+        if recovered:
+            log.info("recovered %d interrupted job(s)", recovered)
+        await self._recount()
+        await self._ownership.start(self.on_shards_changed)
+        self._loop_task = asyncio.create_task(self._dispatch_loop(), name="shardq-dispatch")
+        self._maintenance = asyncio.create_task(self._maintain(), name="shardq-maintenance")
+        self._wake.set()
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Stop taking work, let running handlers finish (up to ``drain_timeout``), interrupt
+        the rest (they are queued again), write every outcome and release the shards."""
+        timeout = self._config.drain_timeout if drain_timeout is None else drain_timeout
+        self._stopping = True
+        self._wake.set()
+        for task in (self._loop_task, self._maintenance):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._timer is not None:
+            self._timer.cancel()
+        tasks = [a.task for a in self._running.values() if a.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for attempt in list(self._running.values()):
+                if attempt.task in pending:
+                    attempt.shutdown = True
+                    attempt.ctx.cancelled.set()
+                    attempt.task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        await self._ownership.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def running_count(self) -> int:
+        """Handlers running now."""
+        return len(self._running)
+
+    # -- work arriving -------------------------------------------------------------------
+
+    def offer(self, refs: Iterable[JobRef], *, new: bool = True) -> None:
+        """Take freshly committed jobs (``new``) or reloaded ones into memory."""
+        now = now_ms()
+        owned = self._ownership.owned()
+        added = False
+        for ref in refs:
+            if ref.id in self._known or (owned is not None and ref.shard not in owned):
+                continue
+            if new:
+                self._depth_add(ref.priority, 1)
+            added |= self._place(ref, now)
+        if added:
+            self._wake.set()
+
+    def on_event(self, kind: EventKind, ids: list[int]) -> None:
+        """A notification from another process."""
+        if kind == "submitted":
+            self._pending_ids.update(i for i in ids if i not in self._known)
+        elif kind == "cancel":
+            for i in ids:
+                self.interrupt(i)
+        elif kind == "rescan":
+            self._mark_storage_ahead()
+            self._recount_soon = True
+        self._wake.set()
+
+    def interrupt(self, job_id: int) -> bool:
+        """Cancel the running attempt of ``job_id``; True if it runs here."""
+        attempt = self._running.get(job_id)
+        if attempt is None:
+            if job_id in self._known:
+                # It may be starting right now: cancel it as soon as it is registered.
+                self._cancel_pending.add(job_id)
+            return False
+        if not attempt.cancel_requested:
+            attempt.cancel_requested = True
+            attempt.ctx.cancelled.set()
+            if attempt.task is not None:
+                attempt.task.cancel()
+        return True
+
+    async def on_shards_changed(self, acquired: set[int], lost: set[int]) -> None:
+        """Ownership moved: forget and interrupt what was lost, catch up on what was gained."""
+        if lost:
+            self._forget_shards(lost)
+        if acquired:
+            recovered = await self._driver.recover(acquired, now_ms())
+            if recovered:
+                log.info("recovered %d job(s) on %d acquired shard(s)", recovered, len(acquired))
+            self._mark_storage_ahead()
+            await self._recount()
+        self._wake.set()
+
+    def _forget_shards(self, lost: set[int]) -> None:
+        for attempt in list(self._running.values()):
+            if attempt.job.shard in lost and attempt.task is not None:
+                attempt.shutdown = True
+                attempt.ctx.cancelled.set()
+                attempt.task.cancel()
+        for p, q in enumerate(self._ready):
+            keep = deque(r for r in q if r.shard not in lost)
+            for r in q:
+                if r.shard in lost:
+                    self._known.discard(r.id)
+            self._ready[p] = keep
+            self._ready_unkeyed[p] = sum(1 for r in keep if r.key is None)
+        kept = [(t, i, r) for t, i, r in self._delayed if r.shard not in lost]
+        for _, i, r in self._delayed:
+            if r.shard in lost:
+                self._known.discard(i)
+        heapq.heapify(kept)
+        self._delayed = kept
+        self._delayed_unkeyed = sum(1 for _, _, r in kept if r.key is None)
+        for key, mb in list(self._mailboxes.items()):
+            head = mb.head()
+            if head is not None and head.shard in lost and not mb.busy:
+                while mb.head() is not None:
+                    self._known.discard(mb.take().id)
+                del self._mailboxes[key]
+
+    # -- placing refs in memory -----------------------------------------------------------
+
+    def _place(self, ref: JobRef, now: int) -> bool:
+        """Put ``ref`` where it belongs; False if it stays in storage for now."""
+        if ref.key is not None:
+            mb = self._mailboxes.get(ref.key)
+            if mb is None:
+                mb = self._mailboxes[ref.key] = Mailbox(
+                    ref.key, self._config.mailbox_capacity, time.monotonic()
+                )
+            self._known.add(ref.id)
+            dropped = mb.offer(ref)
+            if dropped is not None:
+                self._known.discard(dropped.id)
+            head = mb.head()
+            if mb.scheduled and head is ref:
+                # A smaller id arrived late and became the head: schedule it instead.
+                mb.scheduled = False
+            return self._schedule_mailbox(mb, now)
+        if ref.run_at > now:
+            if self._delayed_unkeyed >= self._window:
+                at = self._delayed_overflow_at
+                self._delayed_overflow_at = ref.run_at if at is None else min(at, ref.run_at)
+                return False
+            self._known.add(ref.id)
+            heapq.heappush(self._delayed, (ref.run_at, ref.id, ref))
+            self._delayed_unkeyed += 1
+            return True
+        p = ref.priority
+        if self._ready_unkeyed[p] >= self._window:
+            self._ready_overflow[p] = True
+            return False
+        self._known.add(ref.id)
+        self._ready[p].append(ref)
+        self._ready_unkeyed[p] += 1
+        return True
+
+    def _schedule_mailbox(self, mb: Mailbox, now: int) -> bool:
+        head = mb.head()
+        if mb.busy or mb.scheduled or head is None:
+            return False
+        mb.scheduled = True
+        if head.run_at > now:
+            heapq.heappush(self._delayed, (head.run_at, head.id, head))
+        else:
+            self._ready[head.priority].append(head)
+        return True
+
+    def _mark_storage_ahead(self) -> None:
+        self._ready_overflow = [True] * len(self._ready_overflow)
+        self._delayed_overflow_at = 0
+        self._keys_overflow = True
+
+    def _promote_due(self, now: int) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, ref = heapq.heappop(self._delayed)
+            if ref.key is None:
+                self._delayed_unkeyed -= 1
+                self._ready[ref.priority].append(ref)
+                self._ready_unkeyed[ref.priority] += 1
+            else:
+                mb = self._mailboxes.get(ref.key)
+                if mb is not None and mb.head() is ref and mb.scheduled:
+                    self._ready[ref.priority].append(ref)
+
+    # -- catching up from storage ----------------------------------------------------------
+
+    async def _catch_up(self, now: int) -> None:
+        owned = self._ownership.owned()
+        if self._pending_ids:
+            ids = [i for i in self._pending_ids if i not in self._known]
+            self._pending_ids.clear()
+            if ids:
+                self.offer(await self._driver.load_refs(ids))
+        if self._recount_soon:
+            self._recount_soon = False
+            await self._recount()
+        overflow_at = self._delayed_overflow_at
+        if overflow_at is not None and (overflow_at <= now or self._delayed_unkeyed == 0):
+            if overflow_at <= now:
+                self._ready_overflow = [True] * len(self._ready_overflow)
+            rows = await self._driver.load_delayed(owned, now, self._window)
+            self._delayed_overflow_at = rows[-1].run_at if len(rows) >= self._window else None
+            self.offer(rows, new=False)
+        for p in range(len(self._ready)):
+            if self._ready_overflow[p] and self._ready_unkeyed[p] == 0:
+                rows = await self._driver.load_ready(owned, p, now, self._window)
+                self._ready_overflow[p] = len(rows) >= self._window
+                self.offer(rows, new=False)
+        if self._keys_overflow and len(self._mailboxes) < _MAX_KEYS // 2:
+            keys = await self._driver.load_keys(owned, _MAX_KEYS)
+            self._keys_overflow = len(keys) >= _MAX_KEYS
+            for key in keys:
+                mb = self._mailboxes.get(key)
+                if mb is None:
+                    mb = self._mailboxes[key] = Mailbox(
+                        key, self._config.mailbox_capacity, time.monotonic()
+                    )
+                mb.overflow = True
+        for mb in list(self._mailboxes.values()):
+            if mb.needs_refill():
+                mb.overflow = False
+                rows = await self._driver.load_mailbox(mb.key, mb.capacity)
+                if len(rows) >= mb.capacity:
+                    mb.overflow = True
+                self.offer(rows, new=False)
+
+    async def _recount(self) -> None:
+        counts = await self._driver.count_queued_by_priority()
+        for p, name in enumerate(PRIORITIES):
+            self._depth[p] = counts.get(p, 0)
+            self._metrics.queue_depth.labels(name).set(self._depth[p])
+
+    def _depth_add(self, priority: int, n: int) -> None:
+        self._depth[priority] += n
+        self._metrics.queue_depth.labels(PRIORITIES[priority]).set(max(0, self._depth[priority]))
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        failures = 0
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                break
+            try:
+                await self._step()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                delay = min(5.0, 0.05 * 2**failures)
+                log.exception("dispatch failed; trying again in %.2fs", delay)
+                self._arm_timer(time.monotonic() + delay)
+
+    async def _step(self) -> None:
+        now = now_ms()
+        await self._catch_up(now)
+        self._promote_due(now)
+        starts = self._pick(now)
+        if starts:
+            try:
+                await self._start(starts, now)
+            except BaseException:
+                self._restore(starts)
+                raise
+            if self._free > 0 and any(self._ready):
+                self._wake.set()
+        if self._delayed:
+            self._arm_timer(time.monotonic() + max(0, self._delayed[0][0] - now_ms()) / 1000)
+
+    def _arm_timer(self, at: float) -> None:
+        if self._timer is not None:
+            if self._timer_at <= at and not self._timer.cancelled():
+                return
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_at(
+            asyncio.get_running_loop().time() + max(0.0, at - time.monotonic()), self._on_timer
+        )
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake.set()
+
+    def _pick(self, now: int) -> list[JobRef]:
+        starts: list[JobRef] = []
+        ready = self._ready
+        while self._free > 0:
+            p = self._picker.pick([bool(q) for q in ready])
+            if p < 0:
+                break
+            ref = ready[p].popleft()
+            if ref.key is None:
+                self._ready_unkeyed[p] -= 1
+            else:
+                mb = self._mailboxes.get(ref.key)
+                if mb is None or mb.busy or mb.head() is not ref:
+                    if mb is not None and not mb.busy:
+                        mb.scheduled = False
+                        self._schedule_mailbox(mb, now)
+                    continue
+                mb.take()
+            self._free -= 1
+            starts.append(ref)
+        return starts
+
+    def _restore(self, starts: list[JobRef]) -> None:
+        """Put back jobs whose start could not be written (they are still queued)."""
+        for ref in reversed(starts):
+            self._free += 1
+            if ref.key is None:
+                self._ready[ref.priority].appendleft(ref)
+                self._ready_unkeyed[ref.priority] += 1
+            else:
+                mb = self._mailboxes.get(ref.key)
+                if mb is not None:
+                    mb.put_back(ref)
+                    mb.release(time.monotonic())
+                    mb.scheduled = False
+                    self._schedule_mailbox(mb, now_ms())
+
+    async def _start(self, starts: list[JobRef], now: int) -> None:
+        rows = await self._driver.start_jobs([r.id for r in starts], self._ownership.token, now)
+        by_id = {row.id: row for row in rows}
+        loop = asyncio.get_running_loop()
+        metrics = self._metrics
+        for ref in starts:
+            row = by_id.get(ref.id)
+            if row is None:
+                # Cancelled (or moved) between delivery and start.
+                self._depth_add(ref.priority, -1)
+                self._release(ref.id, ref.key)
+                continue
+            name = PRIORITIES[row.priority]
+            self._depth_add(row.priority, -1)
+            metrics.started.labels(row.type, name).inc()
+            due = max(row.created_at, row.run_at)
+            metrics.start_latency.labels(name).observe(max(0, now_ms() - due) / 1000)
+            ctx = JobContext(str(row.id), row.type, row.attempts, row.max_attempts, row.key)
+            attempt = _Attempt(row, ctx)
+            self._running[row.id] = attempt
+            attempt.task = loop.create_task(self._run(attempt))
+            if row.id in self._cancel_pending:
+                self._cancel_pending.discard(row.id)
+                self.interrupt(row.id)
+        metrics.running.set(len(self._running))
+
+    def _release(self, job_id: int, key: str | None) -> None:
+        self._free += 1
+        self._known.discard(job_id)
+        self._cancel_pending.discard(job_id)
+        if key is not None:
+            mb = self._mailboxes.get(key)
+            if mb is not None:
+                mb.release(time.monotonic())
+                self._schedule_mailbox(mb, now_ms())
+        self._wake.set()
+
+    # -- running one attempt -------------------------------------------------------------
+
+    async def _run(self, attempt: _Attempt) -> None:
+        job = attempt.job
+        outcome: Outcome
+        try:
+            handler = self._handlers.get(job.type)
+            if handler is None:
+                raise JobError.from_handler_missing(str(job.id), job.type)
+            payload = json.loads(job.payload)
+            captured = json.loads(job.context) if job.context else None
+            with job_span(captured, self._context_vars, job.id, job.type, job.attempts):
+                result = await self._call(handler, payload, job.timeout, attempt.ctx)
+            try:
+                encoded = json.dumps(result, allow_nan=False)
+            except (TypeError, ValueError) as e:
+                raise JobError.from_validation(
+                    str(job.id), f"handler result is not JSON-serialisable: {e}"
+                ) from e
+            outcome = Outcome(job.id, job.attempts, "complete", now_ms(), result=encoded)
+        except asyncio.CancelledError:
+            if attempt.cancel_requested:
+                outcome = Outcome(job.id, job.attempts, "cancelled", now_ms(), error="cancelled")
+            else:
+                outcome = Outcome(
+                    job.id,
+                    job.attempts,
+                    "retry",
+                    now_ms(),
+                    error="interrupted: the runner stopped or lost the shard",
+                    run_at=now_ms(),
+                )
+        except TimeoutError:
+            outcome = self._failure(
+                job, JobError.from_timeout(str(job.id), f"after {job.timeout}s")
+            )
+        except Exception as e:
+            outcome = self._failure(job, e)
+        self._metrics.run_time.labels(job.type).observe(time.perf_counter() - attempt.started)
+        self._outcomes.append((outcome, attempt))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _call(
+        self, handler: Handler, payload: Any, timeout: float | None, ctx: JobContext
+    ) -> Any:
+        token = set_current(ctx)
+        try:
+            async with asyncio.timeout(timeout):
+                if inspect.iscoroutinefunction(handler):
+                    return await handler(payload)
+                run = contextvars.copy_context().run
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, run, handler, payload
+                )
+                if inspect.isawaitable(result):
+                    return await result
+                return result
+        except TimeoutError:
+            ctx.cancelled.set()
+            raise
+        finally:
+            reset_current(token)
+
+    def _failure(self, job: StartedJob, error: BaseException) -> Outcome:
+        text = _describe(error)
+        at = now_ms()
+        terminal = isinstance(error, JobError) and error.is_terminal
+        delay = self._config.retry.next_delay(job.attempts, job.max_attempts, terminal)
+        if delay is not None:
+            return Outcome(
+                job.id, job.attempts, "retry", at, error=text, run_at=at + int(delay * 1000)
+            )
+        reason = error.reason if isinstance(error, JobError) and terminal else "MaxRetries"
+        return Outcome(
+            job.id, job.attempts, "failed", at, error=text, reason=reason, dlq_id=self._ids.next()
+        )
+
+    # -- writing outcomes ----------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        failures = 0
+        try:
+            while self._outcomes:
+                batch, self._outcomes = self._outcomes, []
+                try:
+                    written = set(
+                        await self._driver.finish_jobs([o for o, _ in batch], self._ownership.token)
+                    )
+                except Exception:
+                    failures += 1
+                    log.exception("writing %d outcome(s) failed; retrying", len(batch))
+                    self._outcomes = batch + self._outcomes
+                    await asyncio.sleep(min(5.0, 0.05 * 2**failures))
+                    continue
+                failures = 0
+                for outcome, attempt in batch:
+                    self._settle(outcome, attempt, outcome.id in written)
+                self._metrics.running.set(len(self._running))
+        finally:
+            self._flusher = None
+
+    def _settle(self, outcome: Outcome, attempt: _Attempt, written: bool) -> None:
+        job = attempt.job
+        self._running.pop(job.id, None)
+        labels = (job.type, PRIORITIES[job.priority])
+        m = self._metrics
+        retry_ref = None
+        if written:
+            kind = outcome.kind
+            if kind == "complete":
+                m.completed.labels(*labels).inc()
+            elif kind == "retry":
+                m.retried.labels(*labels).inc()
+                self._depth_add(job.priority, 1)
+                run_at = outcome.run_at if outcome.run_at is not None else outcome.at
+                retry_ref = JobRef(job.id, job.priority, run_at, job.key, job.shard)
+            elif kind == "failed":
+                m.dead_lettered.labels(*labels).inc()
+            else:
+                m.cancelled.labels(*labels).inc()
+        self._free += 1
+        self._known.discard(job.id)
+        self._cancel_pending.discard(job.id)
+        now = now_ms()
+        mb = self._mailboxes.get(job.key) if job.key is not None else None
+        if retry_ref is not None and not self._stopping:
+            if mb is not None:
+                # A retry keeps the head of its mailbox: nothing of its key overtakes it.
+                self._known.add(job.id)
+                mb.put_back(retry_ref)
+            elif job.key is None:
+                self._place(retry_ref, now)
+        if mb is not None:
+            mb.release(time.monotonic())
+            self._schedule_mailbox(mb, now)
+        self._wake.set()
+        if written and self._on_finished is not None and outcome.kind != "retry":
+            self._on_finished(job.id, outcome.kind)
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        """Prune finished jobs past retention, in small batches; evict idle mailboxes."""
+        cfg = self._config
+        while True:
+            await asyncio.sleep(cfg.prune_interval)
+            try:
+                now = now_ms()
+                while True:
+                    n = await self._driver.prune(
+                        now - int(cfg.retention * 1000),
+                        now - int(cfg.dlq_retention * 1000),
+                        cfg.prune_batch,
+                    )
+                    if n < cfg.prune_batch:
+                        break
+                    await asyncio.sleep(0)
+                mono = time.monotonic()
+                for key, mb in list(self._mailboxes.items()):
+                    if mb.evictable(mono, cfg.max_idle):
+                        del self._mailboxes[key]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("maintenance failed")
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, JobError):
+        return f"{error.reason}: {error}"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
