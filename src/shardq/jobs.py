@@ -81,6 +81,7 @@ class JobService:
         self._runner: Runner | None = None
         self._inserts: GroupCommit[NewJob, tuple[int, bool]] | None = None
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
+        self._listeners: list[Callable[[str, Status], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.runner_id = uuid.uuid4().hex
@@ -130,7 +131,7 @@ class JobService:
                 self._ids,
                 driver.ownership(self.runner_id, self.config.shards),
                 self._context_vars,
-                self._on_finished,
+                self._on_transition,
             )
             try:
                 await self._runner.start()
@@ -487,7 +488,7 @@ class JobService:
         if self._runner is not None:
             self._runner.interrupt(jid)
         if result == "cancelled":
-            self._on_finished(jid, "cancelled")
+            self._on_transition(jid, "cancelled")
 
     async def dead_letters(self, limit: int = 50, before: str | None = None) -> list[DeadLetter]:
         """Dead letters, newest first; page with ``before`` (a dead-letter id)."""
@@ -587,8 +588,21 @@ class JobService:
         elif self._runner is not None:
             self._runner.on_event(kind, ids)
 
-    def _on_finished(self, job_id: int, kind: str) -> None:
-        self._wake_waiters(job_id)
+    def _on_transition(self, job_id: int, status: str) -> None:
+        if status in FINISHED:
+            self._wake_waiters(job_id)
+        for listener in self._listeners:
+            listener(str(job_id), status)  # type: ignore[arg-type]
+
+    def add_listener(self, listener: Callable[[str, Status], None]) -> None:
+        """Call ``listener(job_id, status)`` on the event loop after every transition that
+        this process makes durable (its runner's starts, retries and finishes, and its
+        cancels). Listeners must be quick and must not raise."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[str, Status], None]) -> None:
+        """Stop calling ``listener``."""
+        self._listeners.remove(listener)
 
     def _wake_waiters(self, job_id: int) -> None:
         for fut in self._waiters.pop(job_id, ()):

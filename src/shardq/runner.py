@@ -43,8 +43,14 @@ from .observe import Metrics, job_span
 log = logging.getLogger("shardq.runner")
 
 Handler = Callable[[Any], Any]
-#: Called after an outcome is durable: (job id, outcome kind).
-FinishedCallback = Callable[[int, OutcomeKind], None]
+#: Called after each transition is durable: (job id, status entered).
+TransitionCallback = Callable[[int, str], None]
+_STATUS_OF: dict[OutcomeKind, str] = {
+    "complete": "complete",
+    "retry": "queued",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
 _MAX_KEYS = 10_000
 
 
@@ -75,7 +81,7 @@ class Runner:
         ids: Snowflake,
         ownership: Ownership,
         context_vars: Collection[contextvars.ContextVar[Any]] = (),
-        on_finished: FinishedCallback | None = None,
+        on_transition: TransitionCallback | None = None,
     ) -> None:
         self._driver = driver
         self._config = config
@@ -84,7 +90,7 @@ class Runner:
         self._ids = ids
         self._ownership = ownership
         self._context_vars = list(context_vars)
-        self._on_finished = on_finished
+        self._on_transition = on_transition
         n = len(PRIORITIES)
         self._window = config.ready_window
         self._ready: list[deque[JobRef]] = [deque() for _ in range(n)]
@@ -471,6 +477,8 @@ class Runner:
             if row.id in self._cancel_pending:
                 self._cancel_pending.discard(row.id)
                 self.interrupt(row.id)
+            if self._on_transition is not None:
+                self._on_transition(row.id, "processing")
         metrics.running.set(len(self._running))
 
     def _release(self, job_id: int, key: str | None) -> None:
@@ -621,8 +629,8 @@ class Runner:
             mb.release(time.monotonic())
             self._schedule_mailbox(mb, now)
         self._wake.set()
-        if written and self._on_finished is not None and outcome.kind != "retry":
-            self._on_finished(job.id, outcome.kind)
+        if written and self._on_transition is not None:
+            self._on_transition(job.id, _STATUS_OF[outcome.kind])
 
     # -- housekeeping --------------------------------------------------------------------
 

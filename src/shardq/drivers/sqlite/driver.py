@@ -412,7 +412,7 @@ class SQLiteDriver:
         self, limit: int, before_id: int | None = None
     ) -> list[DeadLetterRecord]:
         sql = f"SELECT {DLQ_COLUMNS} FROM job_dlq WHERE id < ? ORDER BY id DESC LIMIT ?"
-        bound = before_id if before_id is not None else 1 << 63
+        bound = before_id if before_id is not None else (1 << 63) - 1
         return await self._read(
             lambda c: [dead_letter_record(r) for r in c.execute(sql, (bound, limit))]
         )
