@@ -33,8 +33,12 @@ class Mailbox:
         return len(self._refs)
 
     def offer(self, ref: JobRef) -> JobRef | None:
-        """Take ``ref`` in id order; returns the ref pushed out to storage when over capacity
+        """Take ``ref`` in id order; returns the ref left to storage when over capacity
         (possibly ``ref`` itself), else None."""
+        if self.overflow and (not self._ids or ref.id > self._ids[-1]):
+            # Storage holds earlier jobs of this entity: memory must stay a prefix of the
+            # entity's order, so a later job waits in storage until they are loaded.
+            return ref
         i = bisect.bisect(self._ids, ref.id)
         self._ids.insert(i, ref.id)
         self._refs.insert(i, ref)

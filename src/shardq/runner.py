@@ -278,7 +278,8 @@ class Runner:
             self._delayed_unkeyed += 1
             return True
         p = ref.priority
-        if self._ready_unkeyed[p] >= self._window:
+        if self._ready_overflow[p] or self._ready_unkeyed[p] >= self._window:
+            # Storage holds older jobs of this priority: they go first, in id order.
             self._ready_overflow[p] = True
             return False
         self._known.add(ref.id)
@@ -326,18 +327,26 @@ class Runner:
         if self._recount_soon:
             self._recount_soon = False
             await self._recount()
+        # Each reload clears its overflow mark before reading, so whatever arrives during the
+        # read is taken into memory (or marks the overflow again): nothing slips between.
         overflow_at = self._delayed_overflow_at
         if overflow_at is not None and (overflow_at <= now or self._delayed_unkeyed == 0):
             if overflow_at <= now:
                 self._ready_overflow = [True] * len(self._ready_overflow)
+            self._delayed_overflow_at = None
             rows = await self._driver.load_delayed(owned, now, self._window)
-            self._delayed_overflow_at = rows[-1].run_at if len(rows) >= self._window else None
             self.offer(rows, new=False)
+            if len(rows) >= self._window:
+                at = self._delayed_overflow_at
+                last = rows[-1].run_at
+                self._delayed_overflow_at = last if at is None else min(at, last)
         for p in range(len(self._ready)):
             if self._ready_overflow[p] and self._ready_unkeyed[p] == 0:
+                self._ready_overflow[p] = False
                 rows = await self._driver.load_ready(owned, p, now, self._window)
-                self._ready_overflow[p] = len(rows) >= self._window
                 self.offer(rows, new=False)
+                if len(rows) >= self._window:
+                    self._ready_overflow[p] = True
         if self._keys_overflow and len(self._mailboxes) < _MAX_KEYS // 2:
             keys = await self._driver.load_keys(owned, _MAX_KEYS)
             self._keys_overflow = len(keys) >= _MAX_KEYS
@@ -352,9 +361,9 @@ class Runner:
             if mb.needs_refill():
                 mb.overflow = False
                 rows = await self._driver.load_mailbox(mb.key, mb.capacity)
+                self.offer(rows, new=False)
                 if len(rows) >= mb.capacity:
                     mb.overflow = True
-                self.offer(rows, new=False)
 
     async def _recount(self) -> None:
         counts = await self._driver.count_queued_by_priority()
