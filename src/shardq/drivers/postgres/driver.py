@@ -1,12 +1,657 @@
-"""PostgreSQL driver (not yet implemented)."""
+"""PostgreSQL driver: the cluster engine.
+
+Every batch is one statement over arrays (``unnest``), so a batch insert, a start batch and a
+finish batch are one round trip each. A submitting transaction carries its own ``NOTIFY``;
+every process ``LISTEN``s on one dedicated connection. Shard ownership is in ``shard_locks``.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import uuid
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import asyncpg
+
+from .._sql import DLQ_COLUMNS, JOB_COLUMNS, dead_letter_record, job_record, migrations
+from ..base import (
+    CancelResult,
+    DeadLetterRecord,
+    EventHandler,
+    JobFilter,
+    JobRecord,
+    JobRef,
+    NewJob,
+    Outcome,
+    Ownership,
+    ReplayResult,
+    StartedJob,
+)
+from .notifier import Notifier
+from .shard_locks import ShardLocks
+
+#: The channel every job notification goes to.
+CHANNEL = "shardq_jobs"
+#: Advisory lock key (with the xact lock's second key 0) that serialises migrations.
+_MIGRATION_LOCK = 0x53514D47  # "SQMG"
+#: A notification payload must stay under 8000 bytes; chunks are kept under this.
+_PAYLOAD_BYTES = 7000
+#: More chunks than this in one transaction and the listeners are told to rescan instead.
+_MAX_CHUNKS = 8
+#: Bounds of the in-memory bookkeeping of notifications.
+_MAX_TRACKED = 100_000
+
+_REF = "id, priority, run_at, key, shard"
+_STARTED = (
+    "id, type, payload, priority, key, shard, attempts, max_attempts, timeout, duration,"
+    " run_at, created_at, context"
+)
+_UNNEST_NEW = (
+    "unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],"
+    " $7::text[], $8::int[], $9::float8[], $10::text[], $11::text[], $12::bigint[],"
+    " $13::bigint[], $14::text[]) WITH ORDINALITY AS t(id, type, payload, priority, key,"
+    " shard, dedupe_key, max_attempts, timeout, duration, batch_id, run_at, created_at,"
+    " context, ord)"
+)
+_INSERT = (
+    "INSERT INTO jobs (id, type, payload, priority, state, key, shard, dedupe_key,"
+    " max_attempts, timeout, duration, batch_id, run_at, created_at, updated_at, context,"
+    " history) SELECT id, type, payload, priority, 'queued', key, shard, dedupe_key,"
+    " max_attempts, timeout, duration, batch_id, run_at, created_at, created_at, context,"
+    f" jsonb_build_array(jsonb_build_array('queued', created_at, NULL)) FROM {_UNNEST_NEW}"
+    " ORDER BY ord"
+)
+# A plain batch and its notifications in one statement, so one round trip and one commit.
+_INSERT_PLAIN = (
+    f"WITH ins AS ({_INSERT}) SELECT pg_notify('{CHANNEL}', p) FROM unnest($15::text[]) p"
+)
+_INSERT_DEDUPE = f"{_INSERT} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', p) FROM unnest($1::text[]) p"
+
+
+def _append(status: str, at: str, error: str) -> str:
+    """The SQL that appends ``[status, at, error]`` (SQL expressions) to ``history``."""
+    return f"history = history || jsonb_build_array(jsonb_build_array({status}, {at}, {error}))"
+
+
+_APPEND_PROCESSING = _append("'processing'", "$3::bigint", "NULL::text")
+_START = (
+    "UPDATE jobs j SET state = 'processing', attempts = j.attempts + 1, owner = $2,"
+    f" updated_at = $3, {_APPEND_PROCESSING}"
+    " WHERE j.state = 'queued' AND j.id = ANY($1::bigint[])"
+    " AND NOT EXISTS (SELECT 1 FROM shardq_shards s WHERE s.shard = j.shard"
+    " AND s.owner IS DISTINCT FROM $2)"
+    f" RETURNING {_STARTED}"
+)
+# Every outcome of a batch in one statement: each row is written only while the attempt
+# still owns it (state, owner and attempt all match), failed ones also get a dead letter,
+# and finished ones are announced in chunks of ids.
+_FINISH = f"""
+WITH o AS (
+    SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[],
+                         $7::text[], $8::text[], $9::bigint[], $10::bigint[])
+        AS o(id, attempt, kind, at, result, error, reason, run_at, dlq_id)
+), upd AS (
+    UPDATE jobs j SET
+        state = CASE o.kind WHEN 'retry' THEN 'queued' ELSE o.kind END,
+        result = CASE o.kind WHEN 'complete' THEN o.result ELSE j.result END,
+        error = CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END,
+        run_at = CASE o.kind WHEN 'retry' THEN o.run_at ELSE j.run_at END,
+        finished_at = CASE o.kind WHEN 'retry' THEN j.finished_at ELSE o.at END,
+        updated_at = o.at,
+        owner = NULL,
+        history = j.history || jsonb_build_array(jsonb_build_array(
+            CASE o.kind WHEN 'retry' THEN 'queued' ELSE o.kind END, o.at,
+            CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END))
+    FROM o
+    WHERE j.id = o.id AND j.state = 'processing' AND j.owner = $1 AND j.attempts = o.attempt
+    RETURNING j.id, o.kind, o.reason, o.at, o.dlq_id, o.error, j.type, j.payload, j.priority,
+              j.key, j.attempts, j.max_attempts, j.created_at
+), dlq AS (
+    INSERT INTO job_dlq (id, job_id, type, payload, priority, key, reason, error, attempts,
+                         max_attempts, created_at, failed_at)
+    SELECT dlq_id, id, type, payload, priority, key, reason, error, attempts, max_attempts,
+           created_at, at
+    FROM upd WHERE kind = 'failed'
+), fin AS (
+    SELECT id, (row_number() OVER ()) / 300 AS grp FROM upd WHERE kind <> 'retry'
+), note AS (
+    SELECT pg_notify('{CHANNEL}', 'f' || json_agg(id)::text) FROM fin GROUP BY grp
+)
+SELECT id FROM upd
+UNION ALL
+SELECT NULL FROM note
+"""
+
+
+def _ref(row: Any) -> JobRef:
+    return JobRef(row[0], row[1], row[2], row[3], row[4])
+
+
+def _new_job_arrays(jobs: Sequence[NewJob]) -> list[list[Any]]:
+    return [
+        [j.id for j in jobs],
+        [j.type for j in jobs],
+        [j.payload for j in jobs],
+        [j.priority for j in jobs],
+        [j.key for j in jobs],
+        [j.shard for j in jobs],
+        [j.dedupe_key for j in jobs],
+        [j.max_attempts for j in jobs],
+        [j.timeout for j in jobs],
+        [j.duration for j in jobs],
+        [j.batch_id for j in jobs],
+        [j.run_at for j in jobs],
+        [j.created_at for j in jobs],
+        [j.context for j in jobs],
+    ]
+
+
+def submitted_payloads(jobs: Sequence[NewJob]) -> list[str]:
+    """The notifications announcing ``jobs``: each carries what the owner needs to schedule
+    them (``s[[id, shard, priority, run_at, key], ...]``, under 8000 bytes), or a single
+    ``r`` (rescan) when a batch would need too many."""
+    out: list[str] = []
+    parts: list[str] = []
+    size = 1
+    for j in jobs:
+        item = json.dumps([j.id, j.shard, j.priority, j.run_at, j.key], separators=(",", ":"))
+        n = len(item.encode()) + 1
+        if parts and size + n + 1 > _PAYLOAD_BYTES:
+            out.append("s[" + ",".join(parts) + "]")
+            if len(out) >= _MAX_CHUNKS:
+                return ["r"]
+            parts, size = [], 1
+        parts.append(item)
+        size += n
+    if parts:
+        out.append("s[" + ",".join(parts) + "]")
+    return out if len(out) <= _MAX_CHUNKS else ["r"]
+
 
 class PostgresDriver:
-    """Placeholder until the cluster engine lands; refuses to open."""
+    """The cluster storage engine on PostgreSQL (asyncpg).
+
+    ``runner`` says whether this process runs jobs: a runner hears of submitted jobs of the
+    shards it owns; every process hears of finished jobs (``announces_finished``).
+    """
 
     announces_finished = True
 
-    def __init__(self, url: str, *, runner: bool) -> None:
-        raise NotImplementedError("the PostgreSQL engine is not available yet")
+    def __init__(
+        self,
+        url: str,
+        *,
+        runner: bool,
+        pool_size: int = 10,
+        heartbeat: float = 1.0,
+        handover_timeout: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.runner = runner
+        #: Tags this process's sessions in ``pg_stat_activity`` (``application_name``).
+        self.tag = f"shardq-{uuid.uuid4().hex[:12]}"
+        self._pool_size = pool_size
+        self._heartbeat = heartbeat
+        self._handover_timeout = handover_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._notifier: Notifier | None = None
+        self._handler: EventHandler | None = None
+        self._locks: ShardLocks | None = None
+        # Jobs this process inserted itself: a local runner is handed them directly, so
+        # their notification is not needed here.
+        self._own: set[int] = set()
+        # Refs heard in notifications and not yet asked for: load_refs answers from here
+        # without a round trip.
+        self._heard: dict[int, JobRef] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def _settings(self) -> dict[str, str]:
+        return {"application_name": self.tag}
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(
+            self.url,
+            min_size=1,
+            max_size=self._pool_size,
+            server_settings=self._settings,
+        )
+        try:
+            await self.migrate()
+            self._notifier = Notifier(
+                self.url,
+                CHANNEL,
+                self._on_payload,
+                self._on_reconnect,
+                server_settings=self._settings,
+            )
+            await self._notifier.start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._notifier is not None:
+            await self._notifier.close()
+            self._notifier = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connection pool; raises if the driver is not open."""
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL driver is not open")
+        return self._pool
+
+    @property
+    def notifier(self) -> Notifier | None:
+        """The listener of this process, while open."""
+        return self._notifier
+
+    async def migrate(self) -> list[int]:
+        async with self.pool.acquire() as c, c.transaction():
+            # Concurrent starters wait here; the first applies, the rest find nothing to do.
+            await c.execute("SELECT pg_advisory_xact_lock($1, 0)", _MIGRATION_LOCK)
+            await c.execute(
+                "CREATE TABLE IF NOT EXISTS shardq_migrations"
+                " (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+            )
+            done = {r[0] for r in await c.fetch("SELECT version FROM shardq_migrations")}
+            applied = []
+            for version, sql in migrations("shardq.drivers.postgres"):
+                if version in done:
+                    continue
+                await c.execute(sql)
+                await c.execute(
+                    "INSERT INTO shardq_migrations VALUES"
+                    " ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)",
+                    version,
+                )
+                applied.append(version)
+            return applied
+
+    # -- notifications -------------------------------------------------------------------
+
+    def listen(self, handler: EventHandler) -> None:
+        self._handler = handler
+
+    def ownership(self, token: str, shards: int) -> Ownership:
+        self._locks = ShardLocks(
+            self.url,
+            token,
+            shards,
+            app=self.tag,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            heartbeat=self._heartbeat,
+            handover_timeout=self._handover_timeout,
+            server_settings=self._settings,
+        )
+        return self._locks
+
+    def _on_reconnect(self) -> None:
+        self._own.clear()
+        self._heard.clear()
+        if self._handler is not None:
+            self._handler("rescan", [])
+
+    def _on_payload(self, payload: str) -> None:
+        handler = self._handler
+        if handler is None or not payload:
+            return
+        kind, body = payload[0], payload[1:]
+        if kind == "f":
+            handler("finished", [int(i) for i in json.loads(body)])
+        elif kind == "c":
+            handler("cancel", [int(i) for i in json.loads(body)])
+        elif kind == "r":
+            if self.runner:
+                handler("rescan", [])
+        elif kind == "s" and self.runner:
+            locks = self._locks
+            owned = locks.owned() if locks is not None else None
+            ids = []
+            for job_id, shard, priority, run_at, key in json.loads(body):
+                if job_id in self._own:
+                    self._own.discard(job_id)
+                    continue
+                if owned is not None and shard not in owned:
+                    continue
+                if len(self._heard) >= _MAX_TRACKED:
+                    self._heard.clear()
+                self._heard[job_id] = JobRef(job_id, priority, run_at, key, shard)
+                ids.append(job_id)
+            if ids:
+                handler("submitted", ids)
+
+    def _track_own(self, ids: Sequence[int]) -> None:
+        if self.runner:
+            if len(self._own) + len(ids) > _MAX_TRACKED:
+                self._own.clear()
+            self._own.update(ids)
+
+    # -- submit --------------------------------------------------------------------------
+
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[int, bool]]:
+        if not jobs:
+            return []
+        arrays = _new_job_arrays(jobs)
+        if all(j.dedupe_key is None for j in jobs):
+            self._track_own([j.id for j in jobs])
+            try:
+                await self.pool.execute(_INSERT_PLAIN, *arrays, submitted_payloads(jobs))
+            except BaseException:
+                self._own.difference_update(j.id for j in jobs)
+                raise
+            return [(j.id, False) for j in jobs]
+        for _ in range(3):
+            result = await self._insert_dedupe(jobs, arrays)
+            if result is not None:
+                return result
+        raise RuntimeError("dedupe holders kept disappearing while inserting; try again")
+
+    async def _insert_dedupe(
+        self, jobs: Sequence[NewJob], arrays: list[list[Any]]
+    ) -> list[tuple[int, bool]] | None:
+        self._track_own([j.id for j in jobs])
+        try:
+            async with self.pool.acquire() as c, c.transaction():
+                inserted = {r[0] for r in await c.fetch(_INSERT_DEDUPE, *arrays)}
+                holders: dict[str, int] = {}
+                missing = [
+                    j.dedupe_key for j in jobs if j.id not in inserted and j.dedupe_key is not None
+                ]
+                if missing:
+                    rows = await c.fetch(
+                        "SELECT dedupe_key, id FROM jobs WHERE dedupe_key = ANY($1::text[])",
+                        missing,
+                    )
+                    holders = {r[0]: r[1] for r in rows}
+                out: list[tuple[int, bool]] = []
+                for j in jobs:
+                    if j.id in inserted:
+                        out.append((j.id, False))
+                    elif j.dedupe_key in holders:
+                        out.append((holders[j.dedupe_key], True))
+                    else:
+                        # The holder went away between the two statements (pruned): again.
+                        raise _Retry
+                fresh = [j for j in jobs if j.id in inserted]
+                if fresh:
+                    await c.execute(_NOTIFY, submitted_payloads(fresh))
+        except _Retry:
+            self._own.difference_update(j.id for j in jobs)
+            return None
+        except BaseException:
+            self._own.difference_update(j.id for j in jobs)
+            raise
+        self._own.difference_update(j.id for j in jobs if j.id not in inserted)
+        return out
+
+    # -- runner reads --------------------------------------------------------------------
+
+    async def load_refs(self, ids: Collection[int]) -> list[JobRef]:
+        out: list[JobRef] = []
+        rest: list[int] = []
+        for i in ids:
+            ref = self._heard.pop(i, None)
+            if ref is not None:
+                out.append(ref)
+            else:
+                rest.append(i)
+        if rest:
+            rows = await self.pool.fetch(
+                f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND id = ANY($1::bigint[])",
+                rest,
+            )
+            out.extend(_ref(r) for r in rows)
+        return out
+
+    async def load_ready(
+        self, shards: Collection[int] | None, priority: int, now: int, limit: int
+    ) -> list[JobRef]:
+        if shards is not None and not shards:
+            return []
+        rows = await self.pool.fetch(
+            f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key IS NULL AND priority = $1"
+            " AND run_at <= $2 AND ($3::int[] IS NULL OR shard = ANY($3::int[]))"
+            " ORDER BY id LIMIT $4",
+            priority,
+            now,
+            None if shards is None else list(shards),
+            limit,
+        )
+        return [_ref(r) for r in rows]
+
+    async def load_delayed(
+        self, shards: Collection[int] | None, now: int, limit: int
+    ) -> list[JobRef]:
+        if shards is not None and not shards:
+            return []
+        rows = await self.pool.fetch(
+            f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key IS NULL AND run_at > $1"
+            " AND ($2::int[] IS NULL OR shard = ANY($2::int[])) ORDER BY run_at LIMIT $3",
+            now,
+            None if shards is None else list(shards),
+            limit,
+        )
+        return [_ref(r) for r in rows]
+
+    async def load_keys(self, shards: Collection[int] | None, limit: int) -> list[str]:
+        if shards is not None and not shards:
+            return []
+        rows = await self.pool.fetch(
+            "SELECT DISTINCT key FROM jobs WHERE state = 'queued' AND key IS NOT NULL"
+            " AND ($1::int[] IS NULL OR shard = ANY($1::int[])) LIMIT $2",
+            None if shards is None else list(shards),
+            limit,
+        )
+        return [r[0] for r in rows]
+
+    async def load_mailbox(self, key: str, limit: int) -> list[JobRef]:
+        rows = await self.pool.fetch(
+            f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key = $1 ORDER BY id LIMIT $2",
+            key,
+            limit,
+        )
+        return [_ref(r) for r in rows]
+
+    # -- runner writes -------------------------------------------------------------------
+
+    async def start_jobs(self, ids: Sequence[int], owner: str, now: int) -> list[StartedJob]:
+        if not ids:
+            return []
+        rows = await self.pool.fetch(_START, list(ids), owner, now)
+        return [StartedJob(*r) for r in rows]
+
+    async def finish_jobs(self, outcomes: Sequence[Outcome], owner: str) -> list[int]:
+        if not outcomes:
+            return []
+        rows = await self.pool.fetch(
+            _FINISH,
+            owner,
+            [o.id for o in outcomes],
+            [o.attempt for o in outcomes],
+            [o.kind for o in outcomes],
+            [o.at for o in outcomes],
+            [o.result for o in outcomes],
+            [o.error for o in outcomes],
+            [o.reason for o in outcomes],
+            [o.run_at for o in outcomes],
+            [o.dlq_id for o in outcomes],
+        )
+        if self._locks is not None:
+            self._locks.jobs_finished()
+        return [r[0] for r in rows if r[0] is not None]
+
+    async def recover(self, shards: Collection[int] | None, now: int) -> int:
+        if shards is not None and not shards:
+            return 0
+        scope = None if shards is None else list(shards)
+        in_scope = "($1::int[] IS NULL OR shard = ANY($1::int[]))"
+        async with self.pool.acquire() as c, c.transaction():
+            cancelled = await c.fetch(
+                "UPDATE jobs SET state = 'cancelled', finished_at = $2, updated_at = $2,"
+                f" owner = NULL, {_append('$3::text', '$2::bigint', '$4::text')}"
+                f" WHERE state = 'processing' AND cancel_requested AND {in_scope} RETURNING id",
+                scope,
+                now,
+                "cancelled",
+                "cancelled while its runner was down",
+            )
+            requeued = await c.execute(
+                "UPDATE jobs SET state = 'queued', run_at = $2, updated_at = $2, owner = NULL,"
+                f" {_append('$3::text', '$2::bigint', '$4::text')}"
+                f" WHERE state = 'processing' AND {in_scope}",
+                scope,
+                now,
+                "queued",
+                "interrupted: the runner stopped during the attempt",
+            )
+            if cancelled:
+                await c.execute(
+                    _NOTIFY, ["f" + json.dumps([r[0] for r in cancelled[i : i + 300]])
+                              for i in range(0, len(cancelled), 300)]
+                )  # fmt: skip
+        return len(cancelled) + int(requeued.split()[-1])
+
+    # -- reads for everyone --------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> JobRecord | None:
+        row = await self.pool.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1", job_id)
+        return job_record(row) if row else None
+
+    async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
+        where, args = ["TRUE"], []
+        for column, value in (
+            ("state", flt.state),
+            ("type", flt.type),
+            ("priority", flt.priority),
+            ("key", flt.key),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        for cond, value in (
+            ("created_at >=", flt.created_after),
+            ("created_at <", flt.created_before),
+            ("id <", flt.before_id),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(f"{cond} ${len(args)}")
+        args.append(flt.limit)
+        sql = (
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
+            f" ORDER BY id DESC LIMIT ${len(args)}"
+        )
+        return [job_record(r) for r in await self.pool.fetch(sql, *args)]
+
+    async def cancel_job(self, job_id: int, now: int) -> CancelResult:
+        # A queued job is cancelled at once (and announced as finished); a running one is
+        # flagged and its owner told. Either way in one statement with its notification.
+        row = await self.pool.fetchrow(
+            "WITH u AS (UPDATE jobs SET"
+            " state = CASE state WHEN 'queued' THEN 'cancelled' ELSE state END,"
+            " cancel_requested = cancel_requested OR state = 'processing',"
+            " finished_at = CASE state WHEN 'queued' THEN $2 ELSE finished_at END,"
+            " updated_at = CASE state WHEN 'queued' THEN $2 ELSE updated_at END,"
+            " owner = CASE state WHEN 'queued' THEN NULL ELSE owner END,"
+            " history = CASE state WHEN 'queued' THEN history || jsonb_build_array("
+            " jsonb_build_array('cancelled', $2::bigint, NULL)) ELSE history END"
+            " WHERE id = $1 AND state IN ('queued', 'processing') RETURNING state)"
+            f" SELECT u.state, pg_notify('{CHANNEL}',"
+            " CASE u.state WHEN 'cancelled' THEN 'f' ELSE 'c' END || json_build_array($1::bigint)::text)"
+            " FROM u",
+            job_id,
+            now,
+        )
+        if row is not None:
+            return "cancelled" if row[0] == "cancelled" else "requested"
+        state = await self.pool.fetchval("SELECT state FROM jobs WHERE id = $1", job_id)
+        return "missing" if state is None else "finished"
+
+    async def dead_letters(
+        self, limit: int, before_id: int | None = None
+    ) -> list[DeadLetterRecord]:
+        rows = await self.pool.fetch(
+            f"SELECT {DLQ_COLUMNS} FROM job_dlq WHERE ($1::bigint IS NULL OR id < $1)"
+            " ORDER BY id DESC LIMIT $2",
+            before_id,
+            limit,
+        )
+        return [dead_letter_record(r) for r in rows]
+
+    async def get_dead_letter(self, dlq_id: int) -> DeadLetterRecord | None:
+        row = await self.pool.fetchrow(f"SELECT {DLQ_COLUMNS} FROM job_dlq WHERE id = $1", dlq_id)
+        return dead_letter_record(row) if row else None
+
+    async def replay(self, dlq_id: int, job: NewJob) -> ReplayResult:
+        self._track_own([job.id])
+        try:
+            async with self.pool.acquire() as c, c.transaction():
+                row = await c.fetchrow(
+                    "SELECT replayed_at FROM job_dlq WHERE id = $1 FOR UPDATE", dlq_id
+                )
+                if row is None:
+                    result: ReplayResult = "missing"
+                elif row[0] is not None:
+                    result = "already"
+                else:
+                    await c.execute(
+                        _INSERT_PLAIN, *_new_job_arrays([job]), submitted_payloads([job])
+                    )
+                    await c.execute(
+                        "UPDATE job_dlq SET replayed_at = $1, replay_job_id = $2 WHERE id = $3",
+                        job.created_at,
+                        job.id,
+                        dlq_id,
+                    )
+                    result = "replayed"
+        except BaseException:
+            self._own.discard(job.id)
+            raise
+        if result != "replayed":
+            self._own.discard(job.id)
+        return result
+
+    async def prune(self, finished_before: int, dlq_before: int, limit: int) -> int:
+        async with self.pool.acquire() as c, c.transaction():
+            jobs = await c.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+                " WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT $2)",
+                finished_before,
+                limit,
+            )
+            dlq = await c.execute(
+                "DELETE FROM job_dlq WHERE id IN"
+                " (SELECT id FROM job_dlq WHERE failed_at < $1 LIMIT $2)",
+                dlq_before,
+                limit,
+            )
+        return int(jobs.split()[-1]) + int(dlq.split()[-1])
+
+    async def count_by_state(self) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT state, count(*) FROM jobs GROUP BY state")
+        return {r[0]: r[1] for r in rows}
+
+    async def count_queued_by_priority(self) -> dict[int, int]:
+        rows = await self.pool.fetch(
+            "SELECT priority, count(*) FROM jobs WHERE state = 'queued' GROUP BY priority"
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def count_dead_letters(self) -> int:
+        n = await self.pool.fetchval("SELECT count(*) FROM job_dlq WHERE replayed_at IS NULL")
+        return int(n)
+
+
+class _Retry(Exception):
+    """Internal: run the dedupe insert again."""

@@ -1,0 +1,133 @@
+"""LISTEN on a dedicated connection that comes back after it is lost.
+
+PostgreSQL delivers a notification only to sessions listening when it is committed, so a
+listener that was away may have missed some: after every reconnection the owner is told
+(``on_reconnect``) and must look at storage once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger("shardq.postgres.notifier")
+
+#: Seconds a health probe of an idle listener connection may take before it is replaced.
+PROBE_TIMEOUT = 2.0
+
+
+class Notifier:
+    """Listens on ``channel`` and calls ``on_payload(payload)`` for each notification.
+
+    ``probe_interval`` seconds of silence trigger a ``SELECT 1`` so a connection that died
+    without closing is noticed; any failure reconnects (with backoff) and then calls
+    ``on_reconnect()``.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        channel: str,
+        on_payload: Callable[[str], None],
+        on_reconnect: Callable[[], None],
+        *,
+        server_settings: dict[str, str] | None = None,
+        probe_interval: float = 10.0,
+    ) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._on_payload = on_payload
+        self._on_reconnect = on_reconnect
+        self._settings = server_settings or {}
+        self._probe_interval = probe_interval
+        self._conn: asyncpg.Connection | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect and listen; raises if the first connection fails."""
+        await self._connect()
+        self._task = asyncio.create_task(self._watch(), name=f"shardq-listen-{self._channel}")
+
+    async def close(self) -> None:
+        """Stop listening and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._drop()
+
+    @property
+    def connection(self) -> asyncpg.Connection | None:
+        """The listening connection now (tests terminate it to prove recovery)."""
+        return self._conn
+
+    async def _connect(self) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self._dsn, timeout=10, server_settings=self._settings
+        )
+        try:
+            await conn.add_listener(self._channel, self._deliver)
+        except BaseException:
+            conn.terminate()
+            raise
+        conn.add_termination_listener(self._terminated)
+        self._lost.clear()
+        self._conn = conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        conn.remove_termination_listener(self._terminated)
+        if conn.is_closed():
+            return
+        try:
+            await asyncio.wait_for(conn.close(), PROBE_TIMEOUT)
+        except Exception:
+            conn.terminate()
+
+    def _deliver(self, conn: Any, pid: int, channel: str, payload: object) -> None:
+        try:
+            self._on_payload(str(payload))
+        except Exception:
+            log.exception("handling a notification failed")
+
+    def _terminated(self, conn: Any) -> None:
+        self._lost.set()
+
+    async def _watch(self) -> None:
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), self._probe_interval)
+            conn = self._conn
+            if conn is not None and not self._lost.is_set():
+                try:
+                    await asyncio.wait_for(conn.fetchval("SELECT 1"), PROBE_TIMEOUT)
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("listener connection is not answering; reconnecting")
+            await self._drop()
+            while True:
+                try:
+                    await self._connect()
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    failures += 1
+                    delay = min(2.0, 0.05 * 2**failures)
+                    log.warning("listener reconnect failed (%s); retrying in %.2fs", e, delay)
+                    await asyncio.sleep(delay)
+            failures = 0
+            log.info("listener reconnected; rescanning")
+            self._on_reconnect()
