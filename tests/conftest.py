@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ def _pg_reachable() -> str | None:
         await conn.close()
 
     try:
-        asyncio.run(probe())
+        # Called from async fixtures too, where this thread's loop is already running.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, probe()).result()
     except Exception as e:
         return f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {e!r}"
     return None
