@@ -16,7 +16,7 @@ from .conftest import ServiceFactory
 async def test_a_cancelled_queued_job_never_runs(make_service: ServiceFactory) -> None:
     jobs = make_service()
     ran: list[Any] = []
-    jobs.register_handler("t", lambda p: ran.append(p))
+    jobs.register_handler("t", ran.append)
     async with jobs:
         job_id = await jobs.submit("t", {"n": 1}, delay=0.3)
         await jobs.cancel(job_id)

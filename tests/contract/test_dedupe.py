@@ -29,7 +29,7 @@ async def test_fifty_concurrent_submitters_with_one_key_make_one_job_that_runs_o
 ) -> None:
     jobs = make_service()
     runs: list[Any] = []
-    jobs.register_handler("t", lambda p: runs.append(p))
+    jobs.register_handler("t", runs.append)
     submitter = make_service(runner=False)
     async with jobs, submitter:
         ids = await asyncio.gather(

@@ -67,7 +67,7 @@ async def test_unkeyed_jobs_run_concurrently(make_service: ServiceFactory) -> No
 async def test_more_jobs_than_the_in_memory_window_all_run(make_service: ServiceFactory) -> None:
     jobs = make_service(ready_window=16, mailbox_capacity=3)
     done: list[Any] = []
-    jobs.register_handler("t", lambda p: done.append(p))
+    jobs.register_handler("t", done.append)
     async with jobs:
         ids = await jobs.submit("t", list(range(200)))
         keyed = [await jobs.submit("t", 1000 + i, key="k") for i in range(20)]

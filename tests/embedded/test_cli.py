@@ -22,7 +22,13 @@ def shardq(
     if url:
         cmd += ["--database-url", url]
     return subprocess.run(
-        [*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=120, env=dict(os.environ)
+        [*cmd, *args],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
     )
 
 
