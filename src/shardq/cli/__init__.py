@@ -41,7 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     worker.register(sub)
     for register in _extensions():
         register(sub)
+    _accept_global_options_anywhere(sub)
     return parser
+
+
+def _accept_global_options_anywhere(sub: Any) -> None:
+    """Let ``shardq demo --json`` mean ``shardq --json demo`` (and so for every command)."""
+    for p in set(sub.choices.values()):
+        p.add_argument(
+            "--database-url", metavar="URL", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        p.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_global_options_anywhere(action)
 
 
 def _extensions() -> list[Callable[[Any], None]]:
