@@ -1,0 +1,260 @@
+"""Operator commands that complete the set: submit, jobs, wait, stats and runners."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.error
+import urllib.request
+from datetime import datetime
+from typing import Any
+
+from ..jobs import JobService
+from ..models import PRIORITIES, STATUSES
+from . import database_url, emit
+
+
+def register(sub: Any) -> None:
+    """Add the operator subcommands to ``sub``."""
+    p = sub.add_parser(
+        "submit",
+        help="submit a job (a JSON array payload submits a batch)",
+        description=(
+            "Store a job of TYPE with the JSON payload and print its id. A JSON array submits"
+            " one job per element, in one transaction, and prints their ids."
+        ),
+        epilog="""example: shardq submit email.send '{"to": "a@b.c"}' --priority high""",
+    )
+    p.add_argument("type", metavar="TYPE", help="the job type, e.g. email.send")
+    p.add_argument("payload", metavar="JSON", help="the payload as JSON")
+    p.add_argument("--priority", choices=PRIORITIES, default="normal", help="default normal")
+    p.add_argument("--key", help="jobs sharing a key run one at a time, in submit order")
+    p.add_argument("--dedupe-key", help="return the retained job with this key instead")
+    p.add_argument("--max-attempts", type=int, default=None, help="attempts before dead-letter")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before it may run")
+    p.add_argument("--timeout", type=float, default=None, help="seconds each attempt may take")
+    p.set_defaults(run=submit)
+
+    p = sub.add_parser(
+        "jobs",
+        help="list jobs as a table, newest first, with filters",
+        description="List jobs, newest first. Every filter narrows the list.",
+    )
+    p.add_argument("--status", choices=STATUSES, help="only jobs in this status")
+    p.add_argument("--type", help="only jobs of this type")
+    p.add_argument("--priority", choices=PRIORITIES, help="only jobs of this priority")
+    p.add_argument("--key", help="only jobs with this ordering key")
+    p.add_argument("--since", metavar="TIME", help="created at or after (ISO 8601 or Unix s)")
+    p.add_argument("--until", metavar="TIME", help="created before (ISO 8601 or Unix s)")
+    p.add_argument("--limit", type=int, default=50, help="how many (1..1000, default 50)")
+    p.add_argument("--before", metavar="ID", help="page: only jobs older than this id")
+    p.set_defaults(run=list_jobs)
+
+    p = sub.add_parser(
+        "wait",
+        help="wait until a job is complete, failed or cancelled",
+        description="Wait for the job to finish and print it; exit 0 if complete, 1 if not.",
+    )
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.set_defaults(run=wait)
+
+    p = sub.add_parser(
+        "stats",
+        help="counts by status and priority (and live rates from a server)",
+        description=(
+            "Counts of jobs by status, queued jobs by priority and open dead letters, read from"
+            " the database. With --server, the live numbers of a running 'shardq serve'"
+            " (throughput and latency percentiles from its runner's counters)."
+        ),
+    )
+    p.add_argument("--server", metavar="URL", help="e.g. http://127.0.0.1:8000")
+    p.set_defaults(run=stats)
+
+    p = sub.add_parser(
+        "runners",
+        help="runners and the shards they own",
+        description=(
+            "The deployment mode and shard count of the database; with --server, the runners"
+            " and shard ownership a running 'shardq serve' reports."
+        ),
+    )
+    p.add_argument("--server", metavar="URL", help="e.g. http://127.0.0.1:8000")
+    p.set_defaults(run=runners)
+
+
+def _parse_time(value: str | None, flag: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{flag} must be ISO 8601 or Unix seconds, got {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()
+    return parsed.timestamp()
+
+
+def _fetch(server: str, path: str) -> Any:
+    url = server.rstrip("/") + path
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"--server must be an http(s) URL, got {server!r}")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"{url} answered {e.code}: {e.read()[:300]!r}") from None
+    except urllib.error.URLError as e:
+        raise RuntimeError(f"cannot reach {url}: {e.reason}") from None
+
+
+async def submit(args: argparse.Namespace) -> int:
+    """Submit one job or a batch."""
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as e:
+        raise ValueError(f"JSON payload is not valid JSON: {e}") from None
+    async with JobService(database_url(args), runner=False) as jobs:
+        result = await jobs.submit(
+            args.type,
+            payload,
+            priority=args.priority,
+            key=args.key,
+            dedupe_key=args.dedupe_key,
+            max_attempts=args.max_attempts,
+            delay=args.delay,
+            timeout=args.timeout,
+        )
+    ids = result if isinstance(result, list) else [result]
+    data: Any = {"ids": ids} if isinstance(result, list) else {"id": result}
+    emit(args, data, "\n".join(ids))
+    return 0
+
+
+async def list_jobs(args: argparse.Namespace) -> int:
+    """Print jobs as a table."""
+    if not 1 <= args.limit <= 1000:
+        raise ValueError("--limit must be within 1..1000")
+    async with JobService(database_url(args), runner=False) as jobs:
+        rows = await jobs.list_jobs(
+            status=args.status,
+            type=args.type,
+            priority=args.priority,
+            key=args.key,
+            created_after=_parse_time(args.since, "--since"),
+            created_before=_parse_time(args.until, "--until"),
+            limit=args.limit,
+            before=args.before,
+        )
+    lines = [
+        f"{'ID':<20} {'STATUS':<10} {'TYPE':<22} {'PRIORITY':<8} {'TRIES':>5}  {'CREATED':<23} KEY"
+    ]
+    for r in rows:
+        j = r.job
+        created = r.created_at.isoformat(timespec="milliseconds")[:23] if r.created_at else ""
+        lines.append(
+            f"{r.id:<20} {r.status:<10} {(j.type if j else '')[:22]:<22} "
+            f"{(j.priority if j else ''):<8} {r.attempts:>5}  {created:<23} "
+            f"{(j.key or '') if j else ''}"
+        )
+    if not rows:
+        lines = ["no jobs match"]
+    elif len(rows) == args.limit:
+        lines.append(f"(more: --before {rows[-1].id})")
+    emit(args, [r.to_dict() for r in rows], "\n".join(lines))
+    return 0
+
+
+async def wait(args: argparse.Namespace) -> int:
+    """Wait for one job to finish."""
+    async with JobService(database_url(args), runner=False) as jobs:
+        st = await jobs.wait(args.job_id, timeout=args.timeout)
+    text = f"job {st.id}: {st.status} after {st.attempts} attempt(s)"
+    if st.result is not None:
+        text += f"\nresult: {json.dumps(st.result)}"
+    if st.error:
+        text += f"\nerror: {st.error}"
+    emit(args, st.to_dict(), text)
+    return 0 if st.status == "complete" else 1
+
+
+def _stats_text(data: dict[str, Any]) -> str:
+    by_status = data["by_status"]
+    lines = ["jobs by status:"]
+    lines += [f"  {s:<11} {by_status.get(s, 0):>12,}" for s in STATUSES]
+    lines.append("queued by priority:")
+    lines += [f"  {p:<11} {data['queued_by_priority'].get(p, 0):>12,}" for p in PRIORITIES]
+    lines.append(f"dead letters  {data['dead_letters']:>12,}")
+    tp = data.get("throughput")
+    if tp:
+        lines.append(
+            f"throughput    {tp['completed_per_s']:>10,.1f}/s now, "
+            f"{tp['completed_per_s_1m']:,.1f}/s over the last minute"
+        )
+    lat = data.get("latency_ms")
+    if lat:
+
+        def f(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        lines.append(
+            f"submit-to-start ms  p50 {f(lat['start_p50_ms'])}  p95 {f(lat['start_p95_ms'])}"
+            f"  p99 {f(lat['start_p99_ms'])}  ({lat['start_count']:,} starts)"
+        )
+        lines.append(
+            f"run time ms         p50 {f(lat['run_p50_ms'])}  p95 {f(lat['run_p95_ms'])}"
+            f"  p99 {f(lat['run_p99_ms'])}"
+        )
+    return "\n".join(lines)
+
+
+async def stats(args: argparse.Namespace) -> int:
+    """Print counts (and live rates with --server)."""
+    if args.server:
+        data = _fetch(args.server, "/api/stats")
+    else:
+        async with JobService(database_url(args), runner=False) as jobs:
+            st = await jobs.stats()
+        data = {
+            "by_status": st.by_status,
+            "queued_by_priority": st.queued_by_priority,
+            "dead_letters": st.dead_letters,
+        }
+    emit(args, data, _stats_text(data))
+    return 0
+
+
+async def runners(args: argparse.Namespace) -> int:
+    """Print runners and shard ownership."""
+    if args.server:
+        data = _fetch(args.server, "/api/runners")
+    else:
+        jobs = JobService(database_url(args), runner=False)
+        cfg = jobs.config
+        mode = "cluster" if cfg.database_url.startswith("postgres") else "embedded"
+        data = {
+            "mode": mode,
+            "shards": cfg.shards,
+            "runners": [],
+            "note": (
+                "an embedded database has at most one runner, which owns every shard;"
+                " use --server to ask a running 'shardq serve'"
+                if mode == "embedded"
+                else "use --server to ask a running 'shardq serve' about shard ownership"
+            ),
+        }
+    lines = [f"mode {data['mode']}, {data['shards']} shards"]
+    for r in data["runners"]:
+        count = r.get("shard_count")
+        lines.append(
+            f"  runner {r['id']}: {count if count is not None else '?'} shards, "
+            f"{r['running']}/{r['concurrency']} running, handlers: "
+            f"{', '.join(r['handlers']) or '(none)'}"
+        )
+    lines.append(data["note"])
+    emit(args, data, "\n".join(lines))
+    return 0

@@ -1,0 +1,272 @@
+"""``shardq serve``: a runner, the HTTP API and the live dashboard in one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import random
+import secrets
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..jobs import JobService
+from . import database_url
+
+ENV_TOKEN = "SHARDQ_API_TOKEN"
+log = logging.getLogger("shardq.serve")
+
+
+def register(sub: Any) -> None:
+    """Add ``serve`` and the other operator commands of the HTTP package to ``sub``."""
+    p = sub.add_parser(
+        "serve",
+        help="run a runner, the HTTP API and the live dashboard in one process",
+        description=(
+            "Run jobs (with the handlers of --app, or the demo's with --demo) and serve the"
+            " JSON API, /metrics, /healthz, /openapi.json and the dashboard on one port."
+            f" Writes need 'Authorization: Bearer ${ENV_TOKEN}'; without ${ENV_TOKEN} a token"
+            " is generated for this run and the dashboard link printed with it. A non-loopback"
+            f" --host is refused unless ${ENV_TOKEN} is set."
+        ),
+        epilog="Try: shardq serve --demo   (then open the printed link)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    p.add_argument("--app", metavar="MODULE:ATTRIBUTE", help="a JobService with your handlers")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="register the demo handlers and keep submitting a mixed demo workload",
+    )
+    p.add_argument(
+        "--demo-rate",
+        type=float,
+        default=200.0,
+        metavar="JOBS_PER_S",
+        help="jobs per second the demo submits (default 200)",
+    )
+    p.add_argument("--concurrency", type=int, default=None, help="handlers run at once")
+    p.add_argument(
+        "--max-body",
+        type=int,
+        default=2 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest request body accepted (default 2 MiB)",
+    )
+    p.set_defaults(run=run_serve)
+
+    from . import ops
+
+    ops.register(sub)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to expose the API beyond this machine without a token."""
+    if not is_loopback(host) and not token:
+        raise ValueError(
+            f"refusing to bind {host} without ${ENV_TOKEN}: anyone who can reach it could"
+            f" submit, cancel and replay jobs. Set ${ENV_TOKEN}, or bind 127.0.0.1."
+        )
+
+
+def build_jobs(args: argparse.Namespace) -> JobService:
+    """The JobService of ``serve``: the user's (--app), the demo's (--demo) or a bare one."""
+    concurrency: int | None = args.concurrency
+    if args.app and args.demo:
+        raise ValueError("--app and --demo cannot be combined")
+    if args.app:
+        from .worker import load_app
+
+        jobs = load_app(args.app)
+        changes: dict[str, Any] = {}
+        if args.database_url:
+            changes["database_url"] = args.database_url
+        if concurrency is not None:
+            changes["concurrency"] = concurrency
+        if changes:
+            jobs.config = jobs.config.with_(**changes)
+        if not jobs.runs_jobs:
+            raise ValueError(f"{args.app} was made with runner=False; serve runs jobs")
+        return jobs
+    url = database_url(args)
+    if args.demo:
+        return build_demo_service(url, concurrency or 64)
+    settings: dict[str, Any] = {"concurrency": concurrency} if concurrency is not None else {}
+    return JobService(url, **settings)
+
+
+def build_demo_service(url: str, concurrency: int) -> JobService:
+    """The demo's handlers, plus a slow ``video.transcode`` so there is something to cancel."""
+    from .demo import _Recorder, build_service
+
+    rng = random.Random()
+    jobs = build_service(url, concurrency, _Recorder(), rng)
+
+    @jobs.handler("video.transcode")
+    async def transcode(p: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(p.get("seconds", 2.0))
+        return {"frames": p.get("frames", 0)}
+
+    return jobs
+
+
+async def feed_demo(jobs: JobService, rate: float, *, seed: int | None = None) -> None:
+    """Submit the demo workload at about ``rate`` jobs per second, until cancelled."""
+    from ..models import JobPayload
+    from .demo import workload
+
+    rng = random.Random(seed)
+    interval = 0.25
+    carry = 0.0
+    while True:
+        carry += rate * interval
+        n, carry = int(carry), carry - int(carry)
+        if n:
+            specs = workload(n, 50, rng)
+            if rng.random() < 0.3:
+                specs.append(
+                    JobPayload(
+                        "video.transcode",
+                        {"seconds": round(rng.uniform(1, 6), 2), "frames": rng.randrange(10**5)},
+                        priority="low",
+                        duration="long",
+                    )
+                )
+            await jobs.submit_many(specs)
+        await asyncio.sleep(interval)
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, calling back once it listens."""
+
+        def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
+            super().__init__(config)
+            self._on_ready = on_ready
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started and self._on_ready is not None:
+                self._on_ready()
+
+    return Server
+
+
+async def serve(
+    jobs: JobService,
+    *,
+    host: str,
+    port: int,
+    token: str | None,
+    max_body: int = 2 * 1024 * 1024,
+    demo_rate: float | None = None,
+    on_ready: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run ``jobs`` and serve its API and dashboard until SIGINT/SIGTERM (or ``stop``).
+
+    The JobService is started here and stopped on the way out.
+    """
+    import uvicorn
+
+    from ..http import create_app
+
+    check_bind(host, token)
+    _Server = _server_class()
+    async with jobs:
+        app = create_app(jobs, token, max_body=max_body)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            access_log=False,
+        )
+        server = _Server(config, on_ready)
+        tasks: list[asyncio.Task[Any]] = []
+        if demo_rate:
+            tasks.append(asyncio.create_task(feed_demo(jobs, demo_rate), name="shardq-demo"))
+        if stop is not None:
+
+            async def watch(stop: asyncio.Event) -> None:
+                await stop.wait()
+                server.should_exit = True
+
+            tasks.append(asyncio.create_task(watch(stop), name="shardq-serve-stop"))
+        try:
+            await server.serve()
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+
+async def run_serve(args: argparse.Namespace) -> int:
+    """The ``serve`` command."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    token = os.environ.get(ENV_TOKEN) or None
+    check_bind(args.host, token)
+    if not 1 <= args.port <= 65535:
+        raise ValueError("--port must be within 1..65535")
+    if args.demo_rate < 0:
+        raise ValueError("--demo-rate must not be negative")
+    generated = token is None
+    if token is None:
+        token = secrets.token_urlsafe(24)
+    jobs = build_jobs(args)
+    if not jobs.handlers:
+        log.warning("no handlers registered (use --app module:attr or --demo)")
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    base = f"http://{shown}:{args.port}/"
+
+    def ready() -> None:
+        link = f"{base}#token={token}" if generated else base
+        print(f"shardq: dashboard at {link}", file=sys.stderr)
+        print(
+            f"shardq: API at {base}api/ (spec {base}openapi.json), metrics at {base}metrics",
+            file=sys.stderr,
+        )
+        if generated:
+            print(
+                f"shardq: ${ENV_TOKEN} is not set; writes need this run's token: {token}",
+                file=sys.stderr,
+            )
+        if args.demo:
+            print(
+                f"shardq: feeding the demo workload at ~{args.demo_rate:g} jobs/s", file=sys.stderr
+            )
+        sys.stderr.flush()
+
+    await serve(
+        jobs,
+        host=args.host,
+        port=args.port,
+        token=token,
+        max_body=args.max_body,
+        demo_rate=args.demo_rate if args.demo else None,
+        on_ready=ready,
+    )
+    return 0
