@@ -488,6 +488,9 @@ class JobService:
         if self._runner is not None:
             self._runner.interrupt(jid)
         if result == "cancelled":
+            record = await self.driver.get_job(jid)
+            if record is not None:
+                self.metrics.cancelled.labels(record.type, PRIORITIES[record.priority]).inc()
             self._on_transition(jid, "cancelled")
 
     async def dead_letters(self, limit: int = 50, before: str | None = None) -> list[DeadLetter]:
@@ -585,7 +588,12 @@ class JobService:
         if kind == "finished":
             for i in ids:
                 self._wake_waiters(i)
-        elif self._runner is not None:
+            return
+        if kind == "rescan":
+            # Notifications may have been missed: every waiter reads its job's state again.
+            for i in list(self._waiters):
+                self._wake_waiters(i)
+        if self._runner is not None:
             self._runner.on_event(kind, ids)
 
     def _on_transition(self, job_id: int, status: str) -> None:
