@@ -35,6 +35,8 @@ log = logging.getLogger("shardq.http")
 #: Largest request body accepted, in bytes.
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
 _MAX_BATCH = 1000
+#: Longest delay or timeout accepted, in seconds (ten years).
+_MAX_SECONDS = 315_360_000.0
 _STATUS_OF_REASON = {
     "NotFound": 404,
     "AlreadyCancelled": 409,
@@ -421,14 +423,16 @@ def _only(data: dict[str, Any], allowed: set[str], what: str) -> None:
         )
 
 
-def _number(value: Any, what: str, *, minimum: float) -> float:
+def _number(value: Any, what: str, *, minimum: float, maximum: float = _MAX_SECONDS) -> float:
     if (
         not isinstance(value, int | float)
         or isinstance(value, bool)
         or not math.isfinite(value)
-        or value < minimum
+        or not minimum <= value <= maximum
     ):
-        raise ApiError(400, "Validation", f"'{what}' must be a number >= {minimum:g}")
+        raise ApiError(
+            400, "Validation", f"'{what}' must be a number within {minimum:g}..{maximum:g}"
+        )
     return float(value)
 
 

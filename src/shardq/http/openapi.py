@@ -10,6 +10,7 @@ from ..models import DURATIONS, PRIORITIES, STATUSES
 
 _ID = {"type": "string", "pattern": "^[0-9]{1,19}$", "description": "a decimal Snowflake id"}
 _ANY: dict[str, Any] = {"description": "any JSON value"}
+_MAX_S = 315_360_000  # ten years, in seconds: the bound of delay and timeout
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +97,7 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "a retained job with this key is returned instead",
             },
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 3},
-            "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0},
+            "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": _MAX_S},
             "duration": {"enum": list(DURATIONS), "default": "short"},
         },
         required=["type", "payload"],
@@ -330,6 +331,7 @@ _PATHS: dict[str, Any] = {
                                 "delay": {
                                     "type": "number",
                                     "minimum": 0,
+                                    "maximum": _MAX_S,
                                     "description": "seconds before the job may run",
                                 },
                             },
@@ -361,7 +363,7 @@ _PATHS: dict[str, Any] = {
                                     "minItems": 1,
                                     "maxItems": 1000,
                                 },
-                                "delay": {"type": "number", "minimum": 0},
+                                "delay": {"type": "number", "minimum": 0, "maximum": _MAX_S},
                             },
                             required=["jobs"],
                         )
