@@ -428,11 +428,15 @@ class Runner:
     def _pick(self, now: int) -> list[JobRef]:
         starts: list[JobRef] = []
         ready = self._ready
+        owned = self._ownership.owned()
         while self._free > 0:
             p = self._picker.pick([bool(q) for q in ready])
             if p < 0:
                 break
             ref = ready[p].popleft()
+            if owned is not None and ref.shard not in owned:
+                self._drop_unowned(ref)
+                continue
             if ref.key is None:
                 self._ready_unkeyed[p] -= 1
             else:
@@ -446,6 +450,21 @@ class Runner:
             self._free -= 1
             starts.append(ref)
         return starts
+
+    def _drop_unowned(self, ref: JobRef) -> None:
+        """Forget a ref whose shard moved away (its next owner reads it from storage)."""
+        if ref.key is None:
+            self._ready_unkeyed[ref.priority] -= 1
+            self._known.discard(ref.id)
+            return
+        mb = self._mailboxes.get(ref.key)
+        if mb is None:
+            return
+        mb.scheduled = False
+        if not mb.busy:
+            while mb.head() is not None:
+                self._known.discard(mb.take().id)
+            del self._mailboxes[ref.key]
 
     def _restore(self, starts: list[JobRef]) -> None:
         """Put back jobs whose start could not be written (they are still queued)."""
@@ -622,6 +641,12 @@ class Runner:
                 m.dead_lettered.labels(*labels).inc()
             else:
                 m.cancelled.labels(*labels).inc()
+        owned = self._ownership.owned()
+        if owned is not None and job.shard not in owned:
+            retry_ref = None  # the shard moved on: its next owner runs the retry
+        elif not written:
+            # Fenced out (the job was recovered meanwhile): storage may hold it queued again.
+            self._mark_storage_ahead()
         self._free += 1
         self._known.discard(job.id)
         self._cancel_pending.discard(job.id)
