@@ -1,0 +1,28 @@
+"""The application the cluster tests run in worker processes (``--app tests.cluster.app:jobs``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from shardq import JobService, RetryPolicy
+
+jobs = JobService(
+    concurrency=int(os.environ.get("SHARDQ_TEST_CONCURRENCY", "16")),
+    retry=RetryPolicy(base=0.01, cap=0.05, jitter=0),
+    drain_timeout=5.0,
+)
+
+
+@jobs.handler("sleep")
+async def sleep(payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleep ``payload["s"]`` seconds; the result names the runner that ran it."""
+    await asyncio.sleep(float(payload.get("s", 0)))
+    return {"runner": jobs.runner_id}
+
+
+@jobs.handler("noop")
+async def noop(payload: Any) -> None:
+    """Do nothing (for throughput measurements)."""
+    return None
