@@ -1,0 +1,175 @@
+"""The PostgreSQL driver on its own: notifications, atomic dedupe, fencing, shard filters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from shardq import JobService
+from shardq.drivers.base import NewJob, Outcome
+from shardq.drivers.postgres import PostgresDriver
+from shardq.drivers.postgres.driver import submitted_payloads
+from shardq.drivers.postgres.shard_locks import ShardLocks
+
+from .conftest import eventually
+
+pytestmark = pytest.mark.postgres
+
+
+def _job(i: int, shard: int = 0, key: str | None = None, dedupe: str | None = None) -> NewJob:
+    return NewJob(
+        id=i, type="t", payload="{}", priority=2, key=key, shard=shard, dedupe_key=dedupe,
+        max_attempts=3, timeout=None, duration="short", batch_id=None, run_at=1000,
+        created_at=1000, context=None,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def driver(pg_url: str) -> AsyncIterator[PostgresDriver]:
+    d = PostgresDriver(pg_url, runner=True)
+    await d.open()
+    try:
+        yield d
+    finally:
+        await d.close()
+
+
+def test_notification_payloads_stay_small() -> None:
+    jobs = [_job(10**18 + i, shard=i % 300, key="k" * 255) for i in range(100)]
+    payloads = submitted_payloads(jobs)
+    assert len(payloads) > 1
+    assert all(len(p.encode()) < 8000 for p in payloads)
+    assert sum(len(json.loads(p[1:])) for p in payloads) == 100
+    assert submitted_payloads([_job(10**18 + i) for i in range(5000)]) == ["r"]
+
+
+async def test_migrations_are_applied_once_by_concurrent_starters(pg_url: str) -> None:
+    drivers = [PostgresDriver(pg_url, runner=False) for _ in range(4)]
+    await asyncio.gather(*(d.open() for d in drivers))
+    try:
+        assert await drivers[0].migrate() == []
+    finally:
+        await asyncio.gather(*(d.close() for d in drivers))
+
+
+async def test_dedupe_is_atomic_across_processes(pg_url: str) -> None:
+    services = [JobService(pg_url, runner=False) for _ in range(4)]
+    for s in services:
+        await s.start()
+    try:
+        ids = await asyncio.gather(
+            *(s.submit("t", {"n": n}, dedupe_key="once") for n in range(10) for s in services)
+        )
+        assert len(set(ids)) == 1
+        db = await asyncpg.connect(pg_url)
+        assert await db.fetchval("SELECT count(*) FROM jobs WHERE dedupe_key = 'once'") == 1
+        await db.close()
+    finally:
+        for s in services:
+            await s.stop()
+
+
+async def test_a_stale_owner_cannot_start_or_finish(driver: PostgresDriver) -> None:
+    await driver.insert_jobs([_job(1, shard=7), _job(2, shard=8)])
+    await driver.pool.execute(
+        "INSERT INTO shardq_shards (shard, owner, acquired_at) VALUES (7, 'B', 0)"
+    )
+    assert await driver.start_jobs([1], "A", 2000) == []
+    started = await driver.start_jobs([1, 2], "B", 2000)
+    assert sorted(s.id for s in started) == [1, 2]
+    done = [Outcome(1, 1, "complete", 3000, result="1"), Outcome(2, 1, "complete", 3000)]
+    assert await driver.finish_jobs(done, "A") == []
+    assert await driver.finish_jobs([Outcome(1, 2, "complete", 3000)], "B") == []
+    assert sorted(await driver.finish_jobs(done, "B")) == [1, 2]
+    record = await driver.get_job(1)
+    assert record is not None and record.state == "complete"
+    assert [h[0] for h in record.history] == ["queued", "processing", "complete"]
+
+
+async def test_loads_honour_the_owned_shards(driver: PostgresDriver) -> None:
+    await driver.insert_jobs(
+        [_job(1, shard=1), _job(2, shard=2), _job(3, shard=1, key="a"), _job(4, shard=2, key="b")]
+    )
+    assert [r.id for r in await driver.load_ready({1}, 2, 5000, 10)] == [1]
+    assert [r.id for r in await driver.load_ready(None, 2, 5000, 10)] == [1, 2]
+    assert await driver.load_ready(set(), 2, 5000, 10) == []
+    assert await driver.load_keys({2}, 10) == ["b"]
+    assert [r.id for r in await driver.load_delayed({2}, 0, 10)] == [2]
+    assert await driver.recover({1}, 5000) == 0
+
+
+async def test_a_large_batch_from_another_process_is_run(pg_url: str) -> None:
+    """Over the notification size a batch is announced as a rescan; nothing is missed."""
+    runner = JobService(pg_url)
+    runner.register_handler("t", lambda p: p)
+    async with runner, JobService(pg_url, runner=False) as web:
+        ids = await web.submit("t", list(range(3000)))
+        for job_id in (ids[0], ids[-1]):
+            assert (await web.wait(job_id, timeout=20)).status == "complete"
+
+        async def all_done() -> bool:
+            stats = await web.stats()
+            return stats.by_status["complete"] == 3000
+
+        await eventually(all_done, what="3000 jobs to complete")
+
+
+async def test_listener_loss_is_survived_by_waiters_and_runners(pg_url: str) -> None:
+    runner = JobService(pg_url)
+
+    @runner.handler("slow")
+    async def slow(p: float) -> float:
+        await asyncio.sleep(p)
+        return p
+
+    async with runner, JobService(pg_url, runner=False) as web:
+        job_id = await web.submit("slow", 0.3)
+        waiter = asyncio.create_task(web.wait(job_id, timeout=10))
+        admin = await asyncpg.connect(pg_url)
+        try:
+            for svc in (web, runner):
+                drv = svc.driver
+                assert isinstance(drv, PostgresDriver) and drv.notifier is not None
+                conn = drv.notifier.connection
+                assert conn is not None
+                await admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+        finally:
+            await admin.close()
+        assert (await waiter).status == "complete"
+        later = await web.submit("slow", 0)
+        assert (await web.wait(later, timeout=10)).status == "complete"
+
+
+async def test_a_lost_lock_session_fences_at_once(pg_url: str) -> None:
+    d = PostgresDriver(pg_url, runner=True)
+    await d.open()
+    changes: list[tuple[set[int], set[int]]] = []
+    lost = asyncio.Event()
+
+    async def on_change(acquired: set[int], gone: set[int]) -> None:
+        changes.append((acquired, gone))
+        if gone:
+            lost.set()
+
+    locks = d.ownership("r1", 16)
+    assert isinstance(locks, ShardLocks)
+    try:
+        await locks.start(on_change)
+        assert set(locks.owned() or ()) == set(range(16))
+        conn = locks.connection
+        assert conn is not None
+        await d.pool.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+        await asyncio.wait_for(lost.wait(), 5)
+        assert changes[1] == (set(), set(range(16)))
+
+        async def back() -> bool:
+            return set(locks.owned() or ()) == set(range(16))
+
+        await eventually(back, what="the shards to be re-acquired")
+    finally:
+        await locks.stop()
+        await d.close()
