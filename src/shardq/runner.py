@@ -334,7 +334,7 @@ class Runner:
             if overflow_at <= now:
                 self._ready_overflow = [True] * len(self._ready_overflow)
             self._delayed_overflow_at = None
-            rows = await self._driver.load_delayed(owned, now, self._window)
+            rows = await self._driver.load_delayed(owned, now_ms(), self._window)
             self.offer(rows, new=False)
             if len(rows) >= self._window:
                 at = self._delayed_overflow_at
@@ -343,7 +343,9 @@ class Runner:
         for p in range(len(self._ready)):
             if self._ready_overflow[p] and self._ready_unkeyed[p] == 0:
                 self._ready_overflow[p] = False
-                rows = await self._driver.load_ready(owned, p, now, self._window)
+                # Read "due" as of now, not as of the step's start: a job dropped above while
+                # an earlier read was in flight may be due only since then.
+                rows = await self._driver.load_ready(owned, p, now_ms(), self._window)
                 self.offer(rows, new=False)
                 if len(rows) >= self._window:
                     self._ready_overflow[p] = True
