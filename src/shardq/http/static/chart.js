@@ -83,7 +83,7 @@ function drawChart(canvas, points, lines, opts) {
 
 function niceMax(v) {
   const exp = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 2, 2.5, 5, 10]) {
+  for (const m of [1, 2, 4, 6, 8, 10]) {
     if (v <= m * exp) return m * exp;
   }
   return 10 * exp;
