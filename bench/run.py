@@ -1,0 +1,276 @@
+"""The benchmark command: every scenario, for shardq's two modes and the peers, N runs each.
+
+Each measurement runs in a fresh subprocess on a fresh database (``bench.worker``). shardq
+runs in this project's environment; the peers run in an isolated environment under
+``bench/.peers/venv`` that ``scripts/bench`` creates (they are never dependencies of shardq).
+Results go to ``bench/results/latest.json`` (plus a dated copy) and ``BENCHMARKS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.common import RESULT_PREFIX
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PEER_PYTHON = ROOT / "bench" / ".peers" / "venv" / "bin" / "python"
+
+SHARDQ = ("shardq-sqlite", "shardq-postgres")
+PEERS = ("procrastinate", "pgqueuer", "rq", "arq")
+SCENARIOS = ("latency", "throughput", "concurrent", "keys", "backlog", "memory", "idle")
+#: Scenarios the peers are measured in (the rest are shardq's own targets).
+PEER_SCENARIOS = ("latency", "throughput", "concurrent")
+
+FULL = {
+    "latency": {"n": 500, "warmup": 50},
+    "throughput": {"n": 100_000, "timeout": 900},
+    "concurrent": {"n": 100_000, "timeout": 900},
+    "keys": {"n": 100_000, "keys": 1000, "timeout": 900},
+    "backlog": {"n": 200, "warmup": 50, "backlog": 100_000},
+    "memory": {"n": 1_000_000, "hold": 10},
+    "idle": {"seconds": 10},
+}
+QUICK = {
+    "latency": {"n": 100, "warmup": 20},
+    "throughput": {"n": 5_000, "timeout": 300},
+    "concurrent": {"n": 5_000, "timeout": 300},
+    "keys": {"n": 5_000, "keys": 1000, "timeout": 300},
+    "backlog": {"n": 50, "warmup": 10, "backlog": 10_000},
+    "memory": {"n": 50_000, "hold": 3},
+    "idle": {"seconds": 3},
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    ap.add_argument("--runs", type=int, default=3, help="runs per measurement (median reported)")
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    ap.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"comma list of {', '.join(SCENARIOS)}"
+    )
+    ap.add_argument("--modes", default="sqlite,postgres", help="shardq modes: sqlite,postgres")
+    ap.add_argument(
+        "--peers", default=",".join(PEERS), help=f"comma list of {', '.join(PEERS)}, or none"
+    )
+    ap.add_argument("--jobs", type=int, help="override the job count of throughput/keys/concurrent")
+    ap.add_argument("--peer-jobs", type=int, help="job count for the peers' throughput runs")
+    ap.add_argument("--no-report", action="store_true", help="do not rewrite BENCHMARKS.md")
+    ap.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    return ap.parse_args(argv)
+
+
+def run_one(python: Path | str, target: str, scenario: str, params: dict[str, Any]) -> Any:
+    """Run one measurement in a fresh process; its result, or ``{"error": ...}``."""
+    spec = json.dumps({"target": target, "scenario": scenario, "params": params})
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    timeout = params.get("timeout", 600) + 600
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [str(python), "-m", "bench.worker", spec],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout}s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result = json.loads(line[len(RESULT_PREFIX) :])
+            result["wall_s"] = round(time.monotonic() - t0, 2)
+            return result
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    return {"error": f"exit {proc.returncode}: {tail[0][:300]}"}
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-field median of several runs' results (nested dicts too)."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return {"error": runs[0]["error"] if runs else "no runs"}
+    out: dict[str, Any] = {}
+    for k, v in ok[0].items():
+        if isinstance(v, bool) or not isinstance(v, int | float | dict):
+            out[k] = v
+        elif isinstance(v, dict):
+            out[k] = median_of([r[k] for r in ok])
+        else:
+            out[k] = statistics.median(r[k] for r in ok)
+    if len(ok) < len(runs):
+        out["failed_runs"] = len(runs) - len(ok)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    sizes = {k: dict(v) for k, v in (QUICK if args.quick else FULL).items()}
+    if args.jobs:
+        for k in ("throughput", "concurrent", "keys"):
+            sizes[k]["n"] = args.jobs
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    targets = [f"shardq-{m}" for m in args.modes.split(",") if m]
+    peers = [p for p in args.peers.split(",") if p and p != "none"]
+    skipped: dict[str, str] = {}
+    for t in targets:
+        probe = run_one(sys.executable, t, "probe", {})
+        if "error" in probe:
+            skipped[t] = probe["error"]
+            log(f"skipping {t}: {probe['error']}")
+    targets = [t for t in targets if t not in skipped]
+    if peers and not PEER_PYTHON.exists():
+        for p in peers:
+            skipped[p] = "peer environment missing (scripts/bench creates it)"
+        peers = []
+
+    started = dt.datetime.now(dt.UTC)
+    results: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    plan = [(t, sys.executable) for t in targets] + [(p, PEER_PYTHON) for p in peers]
+    for scenario in scenarios:
+        for target, python in plan:
+            if target in PEERS and scenario not in PEER_SCENARIOS:
+                continue
+            params = dict(sizes[scenario])
+            if target in PEERS and args.peer_jobs and "timeout" in params:
+                params["n"] = args.peer_jobs
+            runs = []
+            for i in range(args.runs):
+                log(f"{target} {scenario} run {i + 1}/{args.runs} {params}")
+                r = run_one(python, target, scenario, params)
+                log(f"  -> {_brief(r)}")
+                runs.append(r)
+            raw.setdefault(target, {})[scenario] = runs
+            results.setdefault(target, {})[scenario] = {"params": params, **median_of(runs)}
+
+    command = "scripts/bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    doc = {
+        "date": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command.strip(),
+        "runs": args.runs,
+        "quick": args.quick,
+        "machine": machine(),
+        "versions": _versions(targets, peers),
+        "settings": _settings(targets, peers),
+        "skipped": skipped,
+        "results": results,
+        "raw": raw,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
+    args.output.write_text(text)
+    dated = args.output.parent / f"{started.strftime('%Y-%m-%dT%H%M%SZ')}.json"
+    dated.write_text(text)
+    log(f"wrote {args.output} and {dated}")
+    if not args.no_report:
+        (ROOT / "BENCHMARKS.md").write_text(report.render(doc))
+        log("wrote BENCHMARKS.md")
+    return 0
+
+
+def _brief(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return "ERROR " + r["error"]
+    keys = ("p50_ms", "p99_ms", "enqueue_jobs_s", "process_jobs_s", "p99_ratio")
+    keys += ("runner_peak_rss_mb", "core_pct")
+    parts = [f"{k}={r[k]:.4g}" for k in keys if isinstance(r.get(k), int | float)]
+    return " ".join(parts) or json.dumps(r)[:200]
+
+
+def _versions(targets: list[str], peers: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if targets:
+        out["shardq"] = _pip_version(sys.executable, "shardq")
+        out["sqlite"] = _sqlite_version(sys.executable)
+    for p in peers:
+        out[p] = _pip_version(PEER_PYTHON, p)
+    if any("postgres" in t for t in targets) or {"procrastinate", "pgqueuer"} & set(peers):
+        out["postgresql"] = _server_version(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "show server_version", "test"]
+        )
+    if {"rq", "arq"} & set(peers):
+        info = _server_version(["redis-cli", "-h", "127.0.0.1", "info", "server"])
+        out["redis"] = next(
+            (ln.split(":", 1)[1] for ln in info.splitlines() if ln.startswith("redis_version")),
+            "?",
+        )
+    return out
+
+
+def _pip_version(python: Path | str, name: str) -> str:
+    code = f"import importlib.metadata as m; print(m.version({name!r}))"
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    return proc.stdout.strip() or "?"
+
+
+def _sqlite_version(python: Path | str) -> str:
+    code = "import sqlite3; print(sqlite3.sqlite_version)"
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    return proc.stdout.strip() or "?"
+
+
+def _server_version(cmd: list[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return proc.stdout.strip().replace("\r", "") or "?"
+
+
+def _settings(targets: list[str], peers: list[str]) -> dict[str, Any]:
+    import importlib
+
+    out: dict[str, Any] = {}
+    if targets:
+        from bench import shardq_target
+
+        for t in targets:
+            out[t] = shardq_target.settings()
+    for p in peers:
+        out[p] = importlib.import_module(f"bench.peers.{p}_peer").SETTINGS
+    return out
