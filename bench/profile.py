@@ -1,7 +1,8 @@
 """Profile shardq's embedded hot path: ``python -m bench.profile [--jobs N] [--latency N]``.
 
-Runs the "both at once" workload (submit in batches of 1,000 while the runner processes) and
-the one-at-a-time latency loop under pyinstrument, and prints where the event-loop thread's
+Runs the "process" workload (a runner started on a backlog; the backlog is written first, not
+profiled), the "both at once" workload (submit in batches of 1,000 while the runner processes)
+and the one-at-a-time latency loop under pyinstrument, and prints where the event-loop thread's
 time goes, with the wall time per job. SQLite itself runs on the driver's writer and reader
 threads; their share shows as the time the loop spends waiting on them.
 """
@@ -34,6 +35,21 @@ async def _both(url: str, n: int) -> float:
         return clock() - t0
 
 
+async def _process(url: str, n: int) -> float:
+    from bench.shardq_target import Counter, _enqueue
+    from shardq import JobService
+
+    async with JobService(url, runner=False) as producer:
+        await _enqueue(producer, n)
+    counter = Counter(n)
+    jobs = JobService(url)
+    jobs.register_handler("noop", counter.noop)
+    t0 = clock()
+    async with jobs:
+        await counter.done.wait()
+        return clock() - t0
+
+
 async def _latency(url: str, n: int) -> float:
     from shardq import JobService
 
@@ -57,12 +73,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.profile")
     ap.add_argument("--jobs", type=int, default=50_000)
     ap.add_argument("--latency", type=int, default=1000)
+    ap.add_argument("--only", choices=("process", "both", "latency"))
+    ap.add_argument("--interval", type=float, default=0.001, help="sampling interval (s)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, fn, n in (("both", _both, args.jobs), ("latency", _latency, args.latency)):
+    runs = (("process", _process, args.jobs), ("both", _both, args.jobs))
+    runs += (("latency", _latency, args.latency),)
+    for name, fn, n in runs:
+        if args.only and name != args.only:
+            continue
         tmp = tempfile.mkdtemp(prefix="shardq-profile-")
         try:
-            profiler = Profiler(interval=0.0005, async_mode="disabled")
+            profiler = Profiler(interval=args.interval, async_mode="disabled")
             profiler.start()
             elapsed = asyncio.run(fn(f"sqlite:///{tmp}/p.db", n))
             profiler.stop()
