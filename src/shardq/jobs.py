@@ -631,11 +631,11 @@ def _parse_id(job_id: object) -> int:
         if isinstance(job_id, str | int) and not isinstance(job_id, bool)
         else ""
     )
-    if not text.isdigit() or len(text) > 19:
+    if not text.isdigit() or len(text) > 19 or int(text) >= 1 << 63:
         raise JobError(
             "NotFound",
             str(job_id),
-            message=f"no job or dead letter has id {job_id!r} (ids are decimal numbers)",
+            message=f"{job_id!r} not found: job and dead-letter ids are decimal numbers",
         )
     return int(text)
 

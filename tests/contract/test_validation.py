@@ -56,7 +56,7 @@ async def test_a_batch_with_one_bad_item_stores_none_of_it(make_service: Service
         assert await _count(jobs) == 0
 
 
-@pytest.mark.parametrize("bad_id", ["123456789", "nope", "", "-1", "1" * 40])
+@pytest.mark.parametrize("bad_id", ["123456789", "nope", "", "-1", "1" * 40, "9" * 19])
 async def test_unknown_ids_raise_not_found(make_service: ServiceFactory, bad_id: str) -> None:
     jobs = make_service()
     async with jobs:
