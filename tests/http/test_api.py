@@ -482,3 +482,32 @@ def test_quantile_from_buckets() -> None:
     assert quantile(buckets, 0.5) == pytest.approx(0.1)
     assert quantile(buckets, 0.75) == pytest.approx(0.55)
     assert quantile([(1.0, 0.0), (float("inf"), 10.0)], 0.99) == 1.0
+
+
+async def test_mounted_inside_another_app(jobs: JobService) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    async def home(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("the user's app")
+
+    shardq_app = create_app(jobs, TOKEN)
+    outer = Starlette(routes=[Route("/", home), Mount("/ops/shardq", app=shardq_app)])
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/")).text == "the user's app"
+        r = await c.post(
+            "/ops/shardq/api/jobs", json={"type": "echo", "payload": {"m": 1}}, headers=AUTH
+        )
+        assert r.status_code == 201
+        st = await jobs.wait(r.json()["id"], timeout=10)
+        assert st.result == {"echo": {"m": 1}}
+        r = await c.get(f"/ops/shardq/api/jobs/{st.id}")
+        assert r.json()["status"] == "complete"
+        stats = (await c.get("/ops/shardq/api/stats")).json()
+        assert stats["by_status"]["complete"] >= 1
+        page = await c.get("/ops/shardq/")
+        assert page.status_code == 200 and 'src="static/app.js"' in page.text
+        assert (await c.get("/ops/shardq/static/app.js")).status_code == 200
+    await shardq_app.state.feed.close()

@@ -11,7 +11,7 @@ import os
 import random
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..jobs import JobService
@@ -115,7 +115,17 @@ def build_demo_service(url: str, concurrency: int) -> JobService:
     from .demo import _Recorder, build_service
 
     rng = random.Random()
-    jobs = build_service(url, concurrency, _Recorder(), rng)
+    rec = _Recorder()
+    jobs = build_service(url, concurrency, rec, rng)
+
+    def forget(job_id: str, status: str) -> None:
+        # The demo's recorder keeps per-job notes for its summary; a server runs for long.
+        if len(rec.first_start) > 10_000:
+            rec.first_start.clear()
+            rec.submitted_at.clear()
+            rec.account_order.clear()
+
+    jobs.add_listener(forget)
 
     @jobs.handler("video.transcode")
     async def transcode(p: dict[str, Any]) -> dict[str, Any]:
@@ -157,14 +167,25 @@ def _server_class() -> type[Any]:
     class Server(uvicorn.Server):
         """uvicorn's server, calling back once it listens."""
 
-        def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
+        def __init__(
+            self,
+            config: uvicorn.Config,
+            on_ready: Callable[[], None] | None,
+            before_shutdown: Callable[[], Awaitable[None]],
+        ) -> None:
             super().__init__(config)
             self._on_ready = on_ready
+            self._before_shutdown = before_shutdown
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started and self._on_ready is not None:
                 self._on_ready()
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            # End the dashboards' event streams first, so connections close at once.
+            await self._before_shutdown()
+            await super().shutdown(sockets)
 
     return Server
 
@@ -186,12 +207,13 @@ async def serve(
     """
     import uvicorn
 
-    from ..http import create_app
+    from ..http import LiveFeed, create_app
 
     check_bind(host, token)
     _Server = _server_class()
     async with jobs:
-        app = create_app(jobs, token, max_body=max_body)
+        feed = LiveFeed(jobs)
+        app = create_app(jobs, token, max_body=max_body, feed=feed)
         config = uvicorn.Config(
             app,
             host=host,
@@ -201,7 +223,7 @@ async def serve(
             timeout_graceful_shutdown=2,
             access_log=False,
         )
-        server = _Server(config, on_ready)
+        server = _Server(config, on_ready, feed.close)
         tasks: list[asyncio.Task[Any]] = []
         if demo_rate:
             tasks.append(asyncio.create_task(feed_demo(jobs, demo_rate), name="shardq-demo"))
