@@ -78,12 +78,17 @@ def _append(status: str, at: str, error: str) -> str:
 
 
 _APPEND_PROCESSING = _append("'processing'", "$3::bigint", "NULL::text")
+# A start need not wait for its WAL flush: if the server crashes before the flush, the job
+# is simply queued again (at-least-once), and the attempt's outcome write, being fenced on
+# the attempt, cannot land. So the start commits asynchronously (set_config is local to
+# this statement's transaction).
 _START = (
-    "UPDATE jobs j SET state = 'processing', attempts = j.attempts + 1, owner = $2,"
+    "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS v)"
+    " UPDATE jobs j SET state = 'processing', attempts = j.attempts + 1, owner = $2,"
     f" updated_at = $3, {_APPEND_PROCESSING}"
     " WHERE j.state = 'queued' AND j.id = ANY($1::bigint[])"
     " AND NOT EXISTS (SELECT 1 FROM shardq_shards s WHERE s.shard = j.shard"
-    " AND s.owner IS DISTINCT FROM $2)"
+    " AND s.owner IS DISTINCT FROM $2) AND (SELECT v FROM async_commit) = 'off'"
     f" RETURNING {_STARTED}"
 )
 # Every outcome of a batch in one statement: each row is written only while the attempt
@@ -125,6 +130,11 @@ SELECT id FROM upd
 UNION ALL
 SELECT NULL FROM note
 """
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool connections never change session state (no LISTEN, SET or session locks), so
+    returning one to the pool needs no reset query: a round trip saved per operation."""
 
 
 def _ref(row: Any) -> JobRef:
@@ -220,6 +230,7 @@ class PostgresDriver:
             min_size=1,
             max_size=self._pool_size,
             server_settings=self._settings,
+            reset=_keep_session,
         )
         try:
             await self.migrate()
@@ -281,6 +292,10 @@ class PostgresDriver:
 
     def listen(self, handler: EventHandler) -> None:
         self._handler = handler
+
+    def keep_watching(self) -> None:
+        # LISTEN stays subscribed for the connection's life and is renewed on reconnect.
+        return None
 
     def ownership(self, token: str, shards: int) -> Ownership:
         self._locks = ShardLocks(
