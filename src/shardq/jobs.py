@@ -395,9 +395,7 @@ class JobService:
         """
         jid = _parse_id(job_id)
         loop = asyncio.get_running_loop()
-        # Every finish is seen here when this process runs the only runner (embedded) or
-        # when the engine announces finishes (PostgreSQL); otherwise back off between reads.
-        event_driven = self._runner is not None or self.driver.announces_finished
+        driver = self.driver
         backoff = 0.005
         try:
             async with asyncio.timeout(timeout):
@@ -408,8 +406,11 @@ class JobService:
                     st = await self.status(job_id)
                     if st.finished:
                         return st
-                    if event_driven:
-                        await fut
+                    if driver.announces_finished:
+                        driver.keep_watching()
+                        # Woken by the announcement; the re-read each second only covers a
+                        # runner that restarted (and forgot us) meanwhile.
+                        await asyncio.wait([fut], timeout=1.0)
                     else:
                         await asyncio.wait([fut], timeout=backoff)
                         backoff = min(backoff * 2, 0.25)

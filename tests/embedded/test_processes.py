@@ -186,3 +186,23 @@ def test_a_sqlite_url_must_name_a_file() -> None:
             connect(url, runner=False)
     with pytest.raises(ValueError, match="concurrency"):
         Config(concurrency=0)
+
+
+async def test_a_waiter_in_another_process_hears_of_the_finish(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    proc = _start_worker(sqlite_url, {"SHARDQ_TEST_MODE": "run"})
+    try:
+        async with JobService(sqlite_url, runner=False) as client:
+            heard: list[tuple[str, list[int]]] = []
+            forward = client._on_event
+            client.driver.listen(lambda kind, ids: (heard.append((kind, ids)), forward(kind, ids)))
+            # The first job also proves the worker is up and has heard our "watch" request.
+            for _ in range(3):
+                job_id = await client.submit("work", {})
+                st = await client.wait(job_id, timeout=20)
+                assert st.status == "complete"
+            assert ("finished", [int(job_id)]) in heard
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import secrets
 import socket
 import tempfile
 from collections.abc import Callable, Iterable
@@ -97,21 +98,39 @@ def encode(kind: str, ids: Iterable[int]) -> list[bytes]:
     return out
 
 
-def decode(data: bytes) -> tuple[str, list[int]] | None:
-    """The (kind, ids) of a datagram, or None if it is not one of ours."""
+def decode(data: bytes) -> tuple[str, list[int], str] | None:
+    """The (kind, ids, path) of a datagram, or None if it is not one of ours.
+
+    ``path`` is set only for "watch" datagrams, whose sender wants to hear of finished jobs.
+    """
     try:
         text = data.decode()
-        kind, _, rest = text.partition(" ")
+    except UnicodeDecodeError:
+        return None
+    kind, _, rest = text.partition(" ")
+    if kind == "watch":
+        return (kind, [], rest) if rest else None
+    if kind not in ("submitted", "cancel", "rescan", "finished"):
+        return None
+    try:
         ids = [int(x) for x in rest.split(",")] if rest else []
-    except (UnicodeDecodeError, ValueError):
+    except ValueError:
         return None
-    if kind not in ("submitted", "cancel", "rescan"):
-        return None
-    return kind, ids
+    return kind, ids, ""
+
+
+def watcher_path(db_path: str) -> str:
+    """A socket path, unique to this process, on which it hears of finished jobs."""
+    suffix = f".{os.getpid()}.{secrets.token_hex(4)}"
+    path = socket_path(db_path) + suffix
+    if len(path) <= _MAX_SOCKET_PATH:
+        return path
+    return os.path.join(tempfile.gettempdir(), f"shardq-w{suffix}")
 
 
 class Announcer:
-    """Sends wake-ups to the runner of one database; never blocks long, never raises."""
+    """Sends datagrams to the runner of one database (or to a watcher); never blocks long,
+    never raises."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -119,17 +138,28 @@ class Announcer:
         # A full receive queue blocks a Unix datagram sender; wait briefly rather than drop.
         self._sock.settimeout(0.5)
 
-    def send(self, kind: str, ids: Iterable[int]) -> bool:
-        """Announce; False when no runner is listening (the work waits in the database)."""
+    def send(self, kind: str, ids: Iterable[int], to: str | None = None) -> bool:
+        """Announce to the runner (or to ``to``); False when nobody listens there (the work
+        then waits in the database)."""
+        target = to or self.path
         try:
             for datagram in encode(kind, ids):
-                self._sock.sendto(datagram, self.path)
+                self._sock.sendto(datagram, target)
         except (FileNotFoundError, ConnectionRefusedError):
             return False
         except OSError:
-            # Timed out or the queue is full: ask for a full rescan so nothing is missed.
-            with contextlib.suppress(OSError):
-                self._sock.sendto(b"rescan", self.path)
+            if to is None:
+                # Timed out or the queue is full: ask for a full rescan so nothing is missed.
+                with contextlib.suppress(OSError):
+                    self._sock.sendto(b"rescan", target)
+            return False
+        return True
+
+    def watch(self, own_path: str) -> bool:
+        """Ask the runner to announce finished jobs to ``own_path``."""
+        try:
+            self._sock.sendto(f"watch {own_path}".encode(), self.path)
+        except OSError:
             return False
         return True
 
@@ -139,7 +169,7 @@ class Announcer:
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, on_message: Callable[[str, list[int]], None]) -> None:
+    def __init__(self, on_message: Callable[[str, list[int], str], None]) -> None:
         self._on_message = on_message
 
     def datagram_received(self, data: bytes, addr: object) -> None:
@@ -155,7 +185,7 @@ class Listener:
         self.path = path
         self._transport: asyncio.DatagramTransport | None = None
 
-    async def start(self, on_message: Callable[[str, list[int]], None]) -> None:
+    async def start(self, on_message: Callable[[str, list[int], str], None]) -> None:
         """Bind the socket (replacing a stale one left by a dead runner) and listen."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)

@@ -281,5 +281,9 @@ class Driver(Protocol):
     def listen(self, handler: EventHandler) -> None:
         """Deliver other processes' notifications to ``handler`` (on the event loop)."""
 
+    def keep_watching(self) -> None:
+        """Renew this process's subscription to finished-job announcements, where the engine
+        needs one renewed (cheap, idempotent; called by waits)."""
+
     def ownership(self, token: str, shards: int) -> Ownership:
         """How a runner on this engine comes to own shards, fencing its writes with ``token``."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from ..._internal.localwake import Announcer, Listener, RunnerLock, socket_path
+from ..._internal.localwake import Announcer, Listener, RunnerLock, socket_path, watcher_path
 from .._sql import DLQ_COLUMNS, JOB_COLUMNS, dead_letter_record, job_record, migrations
 from ..base import (
     AllShards,
@@ -74,7 +75,7 @@ class SQLiteDriver:
     socket; other processes announce their commits there.
     """
 
-    announces_finished = False
+    announces_finished = True
 
     def __init__(self, url: str, *, runner: bool) -> None:
         self.url = url
@@ -88,6 +89,10 @@ class SQLiteDriver:
         self._listener: Listener | None = None
         self._announcer: Announcer | None = None
         self._handler: EventHandler | None = None
+        # Runner: processes that asked to hear of finished jobs. Others: our own ear.
+        self._watchers: set[str] = set()
+        self._watch_listener: Listener | None = None
+        self._watched_at = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -104,11 +109,17 @@ class SQLiteDriver:
                 await self._listener.start(self._on_message)
             else:
                 self._announcer = Announcer(socket_path(self.path))
+                self._watch_listener = Listener(watcher_path(self.path))
+                await self._watch_listener.start(self._on_message)
+                self.keep_watching()
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
+        if self._watch_listener is not None:
+            self._watch_listener.close()
+            self._watch_listener = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -189,8 +200,28 @@ class SQLiteDriver:
         if self._announcer is not None:
             self._announcer.send(kind, ids)
 
-    def _on_message(self, kind: str, ids: list[int]) -> None:
-        if self._handler is not None:
+    def _tell_watchers(self, ids: list[int]) -> None:
+        """Runner side: announce finished jobs to every process that asked; forget the gone."""
+        if not self._watchers or not ids:
+            return
+        if self._announcer is None:
+            self._announcer = Announcer(socket_path(self.path))
+        for path in list(self._watchers):
+            if not self._announcer.send("finished", ids, to=path):
+                self._watchers.discard(path)
+
+    def keep_watching(self) -> None:
+        # Renewed at most twice a second: a restarted runner has forgotten its watchers.
+        now = time.monotonic()
+        if self._watch_listener is None or self._announcer is None or now - self._watched_at < 0.5:
+            return
+        self._watched_at = now
+        self._announcer.watch(self._watch_listener.path)
+
+    def _on_message(self, kind: str, ids: list[int], path: str) -> None:
+        if kind == "watch":
+            self._watchers.add(path)
+        elif self._handler is not None:
             self._handler(kind, ids)  # type: ignore[arg-type]
 
     def listen(self, handler: EventHandler) -> None:
@@ -332,7 +363,11 @@ class SQLiteDriver:
                     )
             return written
 
-        return await self._tx(run)
+        written = await self._tx(run)
+        if self._watchers:
+            done = {o.id for o in outcomes if o.kind != "retry"}
+            self._tell_watchers([i for i in written if i in done])
+        return written
 
     async def recover(self, shards: Collection[int] | None, now: int) -> int:
         def run(c: sqlite3.Connection) -> int:
@@ -406,6 +441,8 @@ class SQLiteDriver:
         result = await self._tx(run)
         if result in ("cancelled", "requested"):
             self._announce("cancel", [job_id])
+        if result == "cancelled":
+            self._tell_watchers([job_id])
         return result
 
     async def dead_letters(
