@@ -207,3 +207,49 @@ async def test_sigterm_drains_and_hands_shards_over(cluster: Cluster) -> None:
         await eventually(took_over, what="the remaining runner to own every shard")
         await _all_finished(cluster)
     _check_terminal_once(await _rows(cluster, ids))
+
+
+async def test_hand_over_waits_for_running_jobs(cluster: Cluster) -> None:
+    first = await cluster.start_worker(concurrency=64)
+
+    async def alone() -> bool:
+        return await cluster.owners() == {first.runner_id: 300}
+
+    await eventually(alone, what="the first runner to own every shard")
+    async with JobService(cluster.url, runner=False) as web:
+        ids: list[str] = await web.submit("sleep", [{"s": 1.0}] * 30)
+
+        async def running() -> bool:
+            n = await cluster.db.fetchval("SELECT count(*) FROM jobs WHERE state = 'processing'")
+            return n == 30
+
+        await eventually(running, what="every job to run")
+        second = await cluster.start_worker()
+
+        async def shared() -> bool:
+            return len(await cluster.owners()) == 2
+
+        await eventually(shared, what="the second runner to take over shards")
+        await _all_finished(cluster)
+    rows = await _rows(cluster, ids)
+    _check_terminal_once(rows)
+    # Handed over, not interrupted: every job ran once, on the first runner.
+    assert {r["attempts"] for r in rows} == {1}
+    assert {json.loads(r["result"])["runner"] for r in rows} == {first.runner_id}
+    assert second.runner_id in await cluster.owners()
+
+
+async def test_cancel_interrupts_a_job_running_on_another_runner(cluster: Cluster) -> None:
+    await cluster.start_worker()
+    async with JobService(cluster.url, runner=False) as web:
+        job_id = await web.submit("sleep", {"s": 30})
+
+        async def running() -> bool:
+            return (await web.status(job_id)).status == "processing"
+
+        await eventually(running, what="the job to start")
+        started = time.monotonic()
+        await web.cancel(job_id)
+        st = await web.wait(job_id, timeout=10)
+        assert st.status == "cancelled"
+        assert time.monotonic() - started < 5
