@@ -42,8 +42,10 @@ def require_chromium() -> None:
     pytest.skip(f"SKIPPING browser test: {problem}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope: Playwright's sync API keeps an event loop running in this thread while
+    # it is open, which async tests in later modules must not find.
     require_chromium()
     from playwright.sync_api import sync_playwright
 
