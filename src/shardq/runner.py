@@ -22,6 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import ProxyTracerProvider
+
 from ._internal.capacity import WeightedPicker
 from .config import Config
 from .context import JobContext, reset_current, set_current
@@ -116,6 +119,7 @@ class Runner:
         self._stopping = False
         self._recount_soon = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._async_handlers: dict[Handler, bool] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(
             max_workers=min(32, config.concurrency), thread_name_prefix="shardq-handler"
@@ -533,8 +537,12 @@ class Runner:
                 raise JobError.from_handler_missing(str(job.id), job.type)
             payload = json.loads(job.payload)
             captured = json.loads(job.context) if job.context else None
-            with job_span(captured, self._context_vars, job.id, job.type, job.attempts):
+            if captured is None and _tracing_off():
+                # Nothing to restore and no tracer to record a span: skip the span's cost.
                 result = await self._call(handler, payload, job.timeout, attempt.ctx)
+            else:
+                with job_span(captured, self._context_vars, job.id, job.type, job.attempts):
+                    result = await self._call(handler, payload, job.timeout, attempt.ctx)
             try:
                 encoded = json.dumps(result, allow_nan=False)
             except (TypeError, ValueError) as e:
@@ -570,8 +578,10 @@ class Runner:
     ) -> Any:
         token = set_current(ctx)
         try:
+            if timeout is None and self._is_async(handler):
+                return await handler(payload)
             async with asyncio.timeout(timeout):
-                if inspect.iscoroutinefunction(handler):
+                if self._is_async(handler):
                     return await handler(payload)
                 run = contextvars.copy_context().run
                 result = await asyncio.get_running_loop().run_in_executor(
@@ -585,6 +595,16 @@ class Runner:
             raise
         finally:
             reset_current(token)
+
+    def _is_async(self, handler: Handler) -> bool:
+        """``inspect.iscoroutinefunction(handler)``, remembered per handler."""
+        try:
+            known = self._async_handlers.get(handler)
+        except TypeError:  # an unhashable callable object
+            return inspect.iscoroutinefunction(handler)
+        if known is None:
+            known = self._async_handlers[handler] = inspect.iscoroutinefunction(handler)
+        return known
 
     def _failure(self, job: StartedJob, error: BaseException) -> Outcome:
         text = _describe(error)
@@ -694,6 +714,11 @@ class Runner:
                 raise
             except Exception:
                 log.exception("maintenance failed")
+
+
+def _tracing_off() -> bool:
+    """True while no OpenTelemetry SDK is installed: spans would record nothing."""
+    return type(trace.get_tracer_provider()) is ProxyTracerProvider
 
 
 def _describe(error: BaseException) -> str:
