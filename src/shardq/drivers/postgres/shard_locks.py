@@ -119,7 +119,12 @@ class ShardLocks:
         balancing in the background."""
         self._on_change = on_change
         await self._connect()
-        await self._balance()
+        try:
+            await self._balance()
+        except BaseException:
+            self._on_change = None
+            await self._fence()
+            raise
         self._task = asyncio.create_task(self._run(), name="shardq-shard-locks")
 
     async def stop(self) -> None:
@@ -348,6 +353,8 @@ class ShardLocks:
                         now,
                     )
                 )
+                if self._lost:
+                    raise ConnectionError("the lock session was lost while acquiring")
                 self._serving = frozenset(self._held - self._releasing.keys())
                 log.info("acquired %d shard(s); serving %d", len(got), len(self._serving))
                 if self._on_change is not None:
