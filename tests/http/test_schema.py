@@ -78,6 +78,7 @@ def _operations(api_schema: Any) -> list[Any]:
     return [result.ok() for result in api_schema.get_all_operations()]
 
 
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_api_matches_its_spec(api_schema: Any, server: LiveServer, mode: GenerationMode) -> None:
     """Every operation, with valid (and then invalid) generated input: never a 5xx, and
