@@ -316,10 +316,14 @@ class JobService:
         with submit_span(jobs[0].type, len(jobs)):
             results = await inserts.submit(rows)
         fresh: list[JobRef] = []
+        counts: dict[tuple[str, int], int] = {}
         for row, (_, duplicate) in zip(rows, results, strict=True):
             if not duplicate:
-                self.metrics.enqueued.labels(row.type, PRIORITIES[row.priority]).inc()
+                label = (row.type, row.priority)
+                counts[label] = counts.get(label, 0) + 1
                 fresh.append(JobRef(row.id, row.priority, row.run_at, row.key, row.shard))
+        for (job_type, priority), n in counts.items():
+            self.metrics.enqueued.labels(job_type, PRIORITIES[priority]).inc(n)
         if self._runner is not None and fresh:
             self._runner.offer(fresh)
         return [SubmitResult(str(i), dup) for i, dup in results]

@@ -120,6 +120,7 @@ class Runner:
         self._recount_soon = False
         self._loop_task: asyncio.Task[None] | None = None
         self._async_handlers: dict[Handler, bool] = {}
+        self._label_cache: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._maintenance: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(
             max_workers=min(32, config.concurrency), thread_name_prefix="shardq-handler"
@@ -178,12 +179,16 @@ class Runner:
         now = now_ms()
         owned = self._ownership.owned()
         added = False
+        fresh = [0] * len(self._depth)
         for ref in refs:
             if ref.id in self._known or (owned is not None and ref.shard not in owned):
                 continue
             if new:
-                self._depth_add(ref.priority, 1)
+                fresh[ref.priority] += 1
             added |= self._place(ref, now)
+        for p, n in enumerate(fresh):
+            if n:
+                self._depth_add(p, n)
         if added:
             self._wake.set()
 
@@ -379,7 +384,16 @@ class Runner:
 
     def _depth_add(self, priority: int, n: int) -> None:
         self._depth[priority] += n
-        self._metrics.queue_depth.labels(PRIORITIES[priority]).set(max(0, self._depth[priority]))
+        gauge = self._child(self._metrics.queue_depth, PRIORITIES[priority])
+        gauge.set(max(0, self._depth[priority]))
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered (a lookup per job adds up)."""
+        key = (metric, labels)
+        child = self._label_cache.get(key)
+        if child is None:
+            child = self._label_cache[key] = metric.labels(*labels)
+        return child
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -492,18 +506,23 @@ class Runner:
         by_id = {row.id: row for row in rows}
         loop = asyncio.get_running_loop()
         metrics = self._metrics
+        child = self._child
+        left = [0] * len(self._depth)
+        for ref in starts:
+            left[ref.priority] += 1
+        for p, n in enumerate(left):
+            if n:
+                self._depth_add(p, -n)
         for ref in starts:
             row = by_id.get(ref.id)
             if row is None:
                 # Cancelled (or moved) between delivery and start.
-                self._depth_add(ref.priority, -1)
                 self._release(ref.id, ref.key)
                 continue
             name = PRIORITIES[row.priority]
-            self._depth_add(row.priority, -1)
-            metrics.started.labels(row.type, name).inc()
+            child(metrics.started, row.type, name).inc()
             due = max(row.created_at, row.run_at)
-            metrics.start_latency.labels(name).observe(max(0, now_ms() - due) / 1000)
+            child(metrics.start_latency, name).observe(max(0, now_ms() - due) / 1000)
             ctx = JobContext(str(row.id), row.type, row.attempts, row.max_attempts, row.key)
             attempt = _Attempt(row, ctx)
             self._running[row.id] = attempt
@@ -568,7 +587,8 @@ class Runner:
             )
         except Exception as e:
             outcome = self._failure(job, e)
-        self._metrics.run_time.labels(job.type).observe(time.perf_counter() - attempt.started)
+        run_time = self._child(self._metrics.run_time, job.type)
+        run_time.observe(time.perf_counter() - attempt.started)
         self._outcomes.append((outcome, attempt))
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
@@ -653,9 +673,9 @@ class Runner:
         if written:
             kind = outcome.kind
             if kind == "complete":
-                m.completed.labels(*labels).inc()
+                self._child(m.completed, *labels).inc()
             elif kind == "retry":
-                m.retried.labels(*labels).inc()
+                self._child(m.retried, *labels).inc()
                 self._depth_add(job.priority, 1)
                 run_at = outcome.run_at if outcome.run_at is not None else outcome.at
                 retry_ref = JobRef(job.id, job.priority, run_at, job.key, job.shard)
