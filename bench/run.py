@@ -75,7 +75,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run_one(python: Path | str, target: str, scenario: str, params: dict[str, Any]) -> Any:
     """Run one measurement in a fresh process; its result, or ``{"error": ...}``."""
     spec = json.dumps({"target": target, "scenario": scenario, "params": params})
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    path = os.environ.get("PYTHONPATH")
+    env = {**os.environ, "PYTHONPATH": path or str(ROOT), "PYTHONUNBUFFERED": "1"}
     timeout = params.get("timeout", 600) + 600
     t0 = time.monotonic()
     try:
