@@ -511,3 +511,53 @@ async def test_mounted_inside_another_app(jobs: JobService) -> None:
         assert page.status_code == 200 and 'src="static/app.js"' in page.text
         assert (await c.get("/ops/shardq/static/app.js")).status_code == 200
     await shardq_app.state.feed.close()
+
+
+async def test_live_counts_agree_with_the_database(
+    client: httpx.AsyncClient, jobs: JobService, feed: LiveFeed
+) -> None:
+    await feed.ensure_started()
+    done = await jobs.submit("echo", [{"i": i} for i in range(5)], priority="low")
+    failed = await jobs.submit("boom", [1, 2])
+    await jobs.submit("echo", [1, 2], delay=3600, priority="critical")
+    running = await jobs.submit("slow", {})
+    for j in [*done, *failed]:
+        await jobs.wait(j, timeout=10)
+    await until_status(jobs, running, "processing")
+    dl = (await jobs.dead_letters())[0]
+    r = await client.post(f"/api/dead-letters/{dl.id}/replay", headers=AUTH)
+    await jobs.wait(r.json()["job_id"], timeout=10)
+    try:
+        st = await jobs.stats()
+        live = feed.counts()
+        assert live["by_status"] == st.by_status
+        assert live["queued_by_priority"] == st.queued_by_priority
+        assert live["dead_letters"] == st.dead_letters
+        assert st.by_status == {
+            "queued": 2,
+            "processing": 1,
+            "complete": 5,
+            "failed": 3,
+            "cancelled": 0,
+        }
+        await client.post(f"/api/jobs/{running}/cancel", headers=AUTH)
+        await jobs.wait(running, timeout=10)
+        assert feed.counts()["by_status"] == (await jobs.stats()).by_status
+    finally:
+        if not (await jobs.status(running)).finished:
+            await jobs.cancel(running)
+
+
+@pytest.mark.xfail(
+    reason="engine: the runner's queue-depth gauge drops a cancelled queued job only when"
+    " its turn comes, so the live queued count lags until then",
+    strict=False,
+)
+async def test_live_queued_count_follows_a_cancel_of_a_queued_job(
+    client: httpx.AsyncClient, jobs: JobService, feed: LiveFeed
+) -> None:
+    await feed.ensure_started()
+    held = await jobs.submit("echo", [1, 2], delay=3600)
+    await client.post(f"/api/jobs/{held[0]}/cancel", headers=AUTH)
+    st = await jobs.stats()
+    assert feed.counts()["by_status"] == st.by_status
