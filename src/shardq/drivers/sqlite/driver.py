@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -40,6 +41,17 @@ _INSERT = (
 )
 _APPEND = "history = json_insert(history, '$[#]', json_array(?, ?, ?))"
 _FENCE = "WHERE id = ? AND state = 'processing' AND owner = ? AND attempts = ?"
+#: Complete many jobs at once from a JSON array of [id, attempt, result, at], fenced per job.
+_COMPLETE = (
+    "UPDATE jobs SET state = 'complete', result = v.result, error = NULL,"
+    " finished_at = v.at, updated_at = v.at, owner = NULL,"
+    " history = json_insert(history, '$[#]', json_array('complete', v.at, NULL))"
+    " FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS attempt,"
+    " json_extract(value, '$[2]') AS result, json_extract(value, '$[3]') AS at"
+    " FROM json_each(?)) AS v"
+    " WHERE jobs.id = v.id AND jobs.state = 'processing' AND jobs.owner = ?"
+    " AND jobs.attempts = v.attempt RETURNING jobs.id"
+)
 
 
 def path_from_url(url: str) -> str:
@@ -330,15 +342,16 @@ class SQLiteDriver:
     async def finish_jobs(self, outcomes: Sequence[Outcome], owner: str) -> list[int]:
         def run(c: sqlite3.Connection) -> list[int]:
             written: list[int] = []
+            done = [[o.id, o.attempt, o.result, o.at] for o in outcomes if o.kind == "complete"]
+            if done:
+                # Every completion in one statement; RETURNING names the ones the fence let in.
+                rows = c.execute(_COMPLETE, (json.dumps(done), owner)).fetchall()
+                written.extend(r[0] for r in rows)
             for o in outcomes:
                 fence = (o.id, owner, o.attempt)
                 if o.kind == "complete":
-                    cur = c.execute(
-                        "UPDATE jobs SET state = 'complete', result = ?, error = NULL,"
-                        f" finished_at = ?, updated_at = ?, owner = NULL, {_APPEND} {_FENCE}",
-                        (o.result, o.at, o.at, "complete", o.at, None, *fence),
-                    )
-                elif o.kind == "retry":
+                    continue
+                if o.kind == "retry":
                     cur = c.execute(
                         "UPDATE jobs SET state = 'queued', run_at = ?, error = ?, updated_at = ?,"
                         f" owner = NULL, {_APPEND} {_FENCE}",
