@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shardq.cli.serve import build_demo_service
-from tests.http.server import LiveServer, runner_settled
+from tests.http.server import LiveServer
 
 TOKEN = "capture-token"
 
@@ -28,7 +28,6 @@ def capture(
         url = f"sqlite:///{Path(tmp) / 'demo.db'}"
         server = LiveServer(lambda: build_demo_service(url, 64), TOKEN, demo_rate=rate).start()
         try:
-            server.call(runner_settled)
             context = browser.new_context(viewport={"width": 1440, "height": 1150})
             page = context.new_page()
             page.set_default_timeout(samples * 2000 + 30_000)

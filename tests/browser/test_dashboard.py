@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from shardq import JobError, JobService, RetryPolicy
-from tests.http.server import LiveServer, runner_settled
+from tests.http.server import LiveServer
 
 TOKEN = "browser-token"
 
@@ -62,7 +62,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, gates: Gates) -> Iterator[L
         return jobs
 
     live = LiveServer(make, TOKEN).start()
-    live.call(runner_settled)
     yield live
     live.stop()
 

@@ -82,15 +82,3 @@ class LiveServer:
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError("server did not stop")
-
-
-async def runner_settled(jobs: JobService, timeout: float = 10) -> None:
-    """Wait until the runner has finished its first read of the backlog.
-
-    Works around an engine start-up race (a job submitted while the runner's first
-    ``load_ready`` is in flight can stay queued until the next rescan); harmless once fixed.
-    """
-    runner = getattr(jobs, "_runner", None)
-    async with asyncio.timeout(timeout):
-        while runner is not None and any(getattr(runner, "_ready_overflow", ())):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)

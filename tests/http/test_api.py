@@ -16,8 +16,6 @@ from shardq.http import create_app
 from shardq.http.live import LiveFeed, quantile
 from shardq.http.openapi import build_spec
 
-from .server import runner_settled
-
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY = 4096
@@ -40,7 +38,6 @@ async def jobs(sqlite_url: str) -> AsyncIterator[JobService]:
         await asyncio.sleep(120)
 
     async with svc:
-        await runner_settled(svc)
         yield svc
 
 

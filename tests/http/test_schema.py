@@ -21,7 +21,7 @@ from schemathesis.checks import (
 
 from shardq import JobError, JobService, RetryPolicy
 
-from .server import LiveServer, runner_settled
+from .server import LiveServer
 
 TOKEN = "schema-token"
 
@@ -44,7 +44,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         return jobs
 
     live = LiveServer(make, TOKEN).start()
-    live.call(runner_settled)
 
     async def seed(jobs: JobService) -> None:
         # Something to find: finished jobs, a queued one and dead letters.
