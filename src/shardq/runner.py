@@ -121,6 +121,7 @@ class Runner:
         self._loop_task: asyncio.Task[None] | None = None
         self._async_handlers: dict[Handler, bool] = {}
         self._label_cache: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._tracing_off = False
         self._maintenance: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(
             max_workers=min(32, config.concurrency), thread_name_prefix="shardq-handler"
@@ -507,6 +508,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         metrics = self._metrics
         child = self._child
+        self._tracing_off = _tracing_off()  # once per batch: it reads the environment
         left = [0] * len(self._depth)
         for ref in starts:
             left[ref.priority] += 1
@@ -556,14 +558,14 @@ class Runner:
                 raise JobError.from_handler_missing(str(job.id), job.type)
             payload = json.loads(job.payload)
             captured = json.loads(job.context) if job.context else None
-            if captured is None and _tracing_off():
+            if captured is None and self._tracing_off:
                 # Nothing to restore and no tracer to record a span: skip the span's cost.
                 result = await self._call(handler, payload, job.timeout, attempt.ctx)
             else:
                 with job_span(captured, self._context_vars, job.id, job.type, job.attempts):
                     result = await self._call(handler, payload, job.timeout, attempt.ctx)
             try:
-                encoded = json.dumps(result, allow_nan=False)
+                encoded = "null" if result is None else json.dumps(result, allow_nan=False)
             except (TypeError, ValueError) as e:
                 raise JobError.from_validation(
                     str(job.id), f"handler result is not JSON-serialisable: {e}"
