@@ -167,11 +167,60 @@ def render(doc: dict[str, Any]) -> str:
             "|---|---|---:|",
             *rows,
         ]
+    lines += _profile_section()
+    lines += ["", "## Method notes", "", *NOTES]
     lines += ["", "## Settings", ""]
     for t, s in doc["settings"].items():
         lines.append(f"- **{t}**: " + "; ".join(f"{k}: {v}" for k, v in s.items()))
     lines += ["", "## Targets (issue 4)", "", *_targets(doc), ""]
     return "\n".join(lines)
+
+
+NOTES = [
+    "- Every measurement is a fresh process on a fresh database (a new SQLite file; a new"
+    " PostgreSQL database; Redis database 13 flushed). shardq and the asyncio peers"
+    " (procrastinate, pgqueuer, arq) run their worker in the measuring process, as embedded"
+    " shardq does; RQ runs two worker processes (RQ runs one job at a time per worker).",
+    "- Latency: the submitter waits for each job before the next. shardq's `wait` returns when"
+    " the completion is durable; for the peers the wait ends when the handler has started (a"
+    " shorter wait, which favours them). Start times are CLOCK_MONOTONIC, comparable between"
+    " processes.",
+    "- Throughput jobs are no-ops; shardq stores each job's full history and result. A peer's"
+    " job count may be smaller than shardq's (`--peer-jobs`): the slowest peers would take"
+    " many minutes per run at 100,000 jobs; the job count used is in the table.",
+    "- Priority under backlog: the same runner drains the low jobs while the critical ones are"
+    " measured, so every critical job competes with a saturated runner (all slots busy).",
+    "- Memory: the runner process is started on the queued jobs and runs them for the stated"
+    " time; its peak RSS is read from the kernel (ru_maxrss).",
+    "- Idle: CPU time (user + system) of the process holding a started runner, over the stated"
+    " wall time, after a first batch of 100 jobs has run.",
+    "- The machine is shared with other work: medians of the runs are reported and the raw runs"
+    " are in the JSON file.",
+]
+
+
+def _profile_section() -> list[str]:
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent / "results"
+    files = sorted(folder.glob("profile-*.txt"))
+    if not files:
+        return []
+    out = [
+        "",
+        "## Where the time goes (embedded)",
+        "",
+        "`python -m bench.profile` (pyinstrument, event-loop thread; SQLite runs on the driver's"
+        " writer and reader threads and shows here as time waiting in `epoll.poll`). Sampling"
+        " slows the run, so these per-job times are above the unprofiled ones. Full output in"
+        " `bench/results/profile-*.txt`.",
+        "",
+    ]
+    for f in files:
+        text = f.read_text().splitlines()
+        body = [ln for ln in text[1:] if ln.strip() and not ln.lstrip().startswith(("_", "/"))]
+        out += [f"**{text[0].strip('= ')}**", "", "```", *body[:45], "```", ""]
+    return out
 
 
 def _targets(doc: dict[str, Any]) -> list[str]:

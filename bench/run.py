@@ -69,6 +69,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--peer-jobs", type=int, help="job count for the peers' throughput runs")
     ap.add_argument("--no-report", action="store_true", help="do not rewrite BENCHMARKS.md")
     ap.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    ap.add_argument(
+        "--report-only", action="store_true", help="rewrite BENCHMARKS.md from --output, no runs"
+    )
     return ap.parse_args(argv)
 
 
@@ -145,6 +148,10 @@ def log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.report_only:
+        (ROOT / "BENCHMARKS.md").write_text(report.render(json.loads(args.output.read_text())))
+        log("wrote BENCHMARKS.md")
+        return 0
     sizes = {k: dict(v) for k, v in (QUICK if args.quick else FULL).items()}
     if args.jobs:
         for k in ("throughput", "concurrent", "keys"):
