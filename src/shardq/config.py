@@ -20,7 +20,7 @@ class Config:
     """Settings of one JobService.
 
     ``concurrency`` is the number of handlers a runner runs at once, split between priorities
-    by their weights. ``mailbox_capacity`` bounds the jobs one keyed entity holds in memory
+    by their weights; one slot in sixteen is kept free for critical jobs. ``mailbox_capacity`` bounds the jobs one keyed entity holds in memory
     (never the jobs stored). ``retention`` and ``dlq_retention`` (seconds) say how long
     finished jobs and dead letters are kept.
     """

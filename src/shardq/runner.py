@@ -109,6 +109,9 @@ class Runner:
         self._cancel_pending: set[int] = set()
         self._pending_ids: set[int] = set()
         self._free = config.concurrency
+        # Slots that only critical jobs may take, so that one arriving behind a backlog of
+        # lower priorities starts at once instead of waiting for a running job to finish.
+        self._reserve = config.concurrency // 16
         self._picker = WeightedPicker([PRIORITY_WEIGHTS[p] for p in PRIORITIES])
         self._outcomes: list[tuple[Outcome, _Attempt]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -450,8 +453,14 @@ class Runner:
         starts: list[JobRef] = []
         ready = self._ready
         owned = self._ownership.owned()
+        reserve = self._reserve
         while self._free > 0:
-            p = self._picker.pick([bool(q) for q in ready])
+            if self._free > reserve:
+                p = self._picker.pick([bool(q) for q in ready])
+            else:
+                # The last few slots are kept for critical work, so it never waits for a
+                # slot to free up behind a backlog of lower priorities.
+                p = 0 if ready[0] else -1
             if p < 0:
                 break
             ref = ready[p].popleft()

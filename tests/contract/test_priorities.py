@@ -58,3 +58,37 @@ async def test_busy_priorities_share_capacity_by_weight(make_service: ServiceFac
     # shift one start between neighbours).
     expected = {"critical": 40, "high": 30, "normal": 20, "low": 10}
     assert all(abs(counts[p] - n) <= 1 for p, n in expected.items()), counts
+
+
+async def test_critical_work_starts_while_every_other_slot_is_busy(
+    make_service: ServiceFactory,
+) -> None:
+    jobs = make_service(concurrency=16)  # one slot in sixteen is kept for critical jobs
+    gate = asyncio.Event()
+    fifteen_running = asyncio.Event()
+    critical_started = asyncio.Event()
+    running = 0
+
+    @jobs.handler("low")
+    async def low(p: Any) -> None:
+        nonlocal running
+        running += 1
+        if running == 15:
+            fifteen_running.set()
+        await gate.wait()
+
+    @jobs.handler("urgent")
+    async def urgent(p: Any) -> None:
+        critical_started.set()
+
+    async with jobs:
+        lows = await jobs.submit("low", list(range(100)), priority="low")
+        await asyncio.wait_for(fifteen_running.wait(), timeout=10)
+        assert running == 15  # the sixteenth slot stays free even with 85 lows waiting
+        critical = await jobs.submit("urgent", {}, priority="critical")
+        # No low job has finished: the critical one starts in the kept slot.
+        await asyncio.wait_for(critical_started.wait(), timeout=10)
+        assert (await jobs.wait(critical, timeout=10)).status == "complete"
+        gate.set()
+        for job_id in lows:
+            await jobs.wait(job_id, timeout=20)
