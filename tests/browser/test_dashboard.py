@@ -212,3 +212,29 @@ def test_dashboard_under_load(browser: Any, artifacts_dir: Path) -> None:
     assert stats["by_status"]["complete"] > 100
     assert stats["throughput"]["completed_per_s_1m"] > 0
     assert stats["latency_ms"]["start_p50_ms"] is not None
+
+
+def test_search_by_type_status_and_time(page: Any, server: LiveServer) -> None:
+    from playwright.sync_api import expect
+
+    async def make(jobs: JobService) -> list[str]:
+        ids = await jobs.submit("echo", [{"n": i} for i in range(3)], key="search-key")
+        for j in ids:
+            await jobs.wait(j, timeout=15)
+        return ids
+
+    ids = server.call(make)
+    open_dashboard(page, server)
+    page.get_by_test_id("search-type").fill("echo")
+    page.get_by_test_id("search-status").select_option("complete")
+    page.get_by_test_id("search-since").select_option("300")
+    page.get_by_test_id("search-btn").click()
+    for j in ids:
+        expect(page.get_by_test_id(f"job-{j}")).to_be_visible()
+    # Only this module's echo jobs match (the other tests' jobs have other types).
+    rows = page.get_by_test_id("jobs").locator("tr")
+    expect(rows).to_have_count(3)
+    expect(rows.get_by_test_id("status")).to_have_text(["complete"] * 3)
+    page.get_by_test_id(f"job-{ids[0]}").click()
+    expect(page.get_by_test_id("detail-id")).to_have_text(ids[0])
+    expect(page.get_by_test_id("detail-result")).to_contain_text('"n": 0')

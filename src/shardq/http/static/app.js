@@ -15,6 +15,9 @@ const state = {
   detailId: null,
   deadLetters: -1,
   newJobs: 0,
+  searches: 0,
+  details: 0,
+  dlqLoads: 0,
 };
 
 // -- helpers ----------------------------------------------------------------------------
@@ -205,7 +208,7 @@ function onTransition(id, status) {
 // -- jobs --------------------------------------------------------------------------------
 
 function filtersActive() {
-  return ["q-id", "q-status", "q-priority", "q-type", "q-key"].some((k) => $(k).value.trim() !== "");
+  return ["q-id", "q-status", "q-priority", "q-type", "q-key", "q-since"].some((k) => $(k).value.trim() !== "");
 }
 
 function badge(status) {
@@ -241,6 +244,8 @@ function jobRow(j) {
 }
 
 async function loadJobs(append) {
+  // Only the newest search may fill the table (an older answer can arrive later).
+  const gen = ++state.searches;
   const id = $("q-id").value.trim();
   const body = $("jobs");
   if (!append) {
@@ -250,6 +255,7 @@ async function loadJobs(append) {
   }
   if (id) {
     const r = await api("GET", "api/jobs/" + encodeURIComponent(id));
+    if (gen !== state.searches) return;
     body.replaceChildren();
     if (r.ok) {
       const row = jobRow(r.data);
@@ -265,9 +271,11 @@ async function loadJobs(append) {
     const v = $(input).value.trim();
     if (v) params.set(k, v);
   }
+  const since = $("q-since").value;
+  if (since) params.set("since", String(Date.now() / 1000 - Number(since)));
   if (append && state.next) params.set("before", state.next);
   const r = await api("GET", "api/jobs?" + params);
-  if (!r.ok) return;
+  if (!r.ok || gen !== state.searches) return;
   if (!append) body.replaceChildren();
   for (const j of r.data.jobs) {
     const row = jobRow(j);
@@ -283,9 +291,11 @@ async function cancelJob(id) {
   const r = await api("POST", "api/jobs/" + id + "/cancel");
   if (r.ok) {
     toast(r.status === 202 ? "job " + id + " is running: its runner was told to stop it" : "job " + id + " cancelled");
+    // A running job (202) ends as "cancelled" once its runner stops it: the event stream
+    // brings that; meanwhile keep whatever the stream already said.
     const row = state.rows.get(id);
-    if (row) setRowStatus(row, r.data.status);
-    if (id === state.detailId) showDetail(r.data);
+    if (row && r.status === 200) setRowStatus(row, r.data.status);
+    if (id === state.detailId) openDetail(id);
   }
 }
 
@@ -317,8 +327,9 @@ async function submitJob(ev) {
 
 async function openDetail(id) {
   state.detailId = id;
+  const gen = ++state.details;
   const r = await api("GET", "api/jobs/" + id);
-  if (r.ok && state.detailId === id) showDetail(r.data);
+  if (r.ok && gen === state.details) showDetail(r.data);
 }
 
 const refreshDetailSoon = throttle(() => {
@@ -359,8 +370,9 @@ function showDetail(j) {
 // -- dead letters --------------------------------------------------------------------------
 
 async function loadDlq() {
+  const gen = ++state.dlqLoads;
   const r = await api("GET", "api/dead-letters?limit=25");
-  if (!r.ok) return;
+  if (!r.ok || gen !== state.dlqLoads) return;
   const body = $("dlq");
   body.replaceChildren(
     ...r.data.dead_letters.map((d) => {
