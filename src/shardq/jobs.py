@@ -47,6 +47,8 @@ from .runner import Handler, Runner, now_ms
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 _MAX_NAME = 255
+#: The longest delay or timeout accepted (ten years), well inside 64-bit milliseconds.
+MAX_SECONDS = 10 * 365 * 86_400.0
 
 
 class JobService:
@@ -298,10 +300,10 @@ class JobService:
             not isinstance(delay, int | float)
             or isinstance(delay, bool)
             or not math.isfinite(delay)
-            or delay < 0
+            or not 0 <= delay <= MAX_SECONDS
         ):
             raise JobError.from_validation(
-                None, f"delay must be a non-negative number of seconds, got {delay!r}"
+                None, f"delay must be 0..{MAX_SECONDS:.0f} seconds (ten years), got {delay!r}"
             )
         if not jobs:
             return []
@@ -349,10 +351,13 @@ class JobService:
             _check_name("dedupe_key", spec.dedupe_key)
         t = spec.timeout
         if t is not None and (
-            not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or t <= 0
+            not isinstance(t, int | float)
+            or isinstance(t, bool)
+            or not math.isfinite(t)
+            or not 0 < t <= MAX_SECONDS
         ):
             raise JobError.from_validation(
-                None, f"timeout must be a positive number of seconds, got {t!r}"
+                None, f"timeout must be a positive number of seconds up to ten years, got {t!r}"
             )
         try:
             encoded = json.dumps(spec.payload, allow_nan=False, separators=(",", ":"))
@@ -496,6 +501,8 @@ class JobService:
             record = await self.driver.get_job(jid)
             if record is not None:
                 self.metrics.cancelled.labels(record.type, PRIORITIES[record.priority]).inc()
+                if self._runner is not None:
+                    self._runner.cancelled_queued(jid, record.priority)
             self._on_transition(jid, "cancelled")
 
     async def dead_letters(self, limit: int = 50, before: str | None = None) -> list[DeadLetter]:

@@ -107,6 +107,9 @@ class Runner:
         self._known: set[int] = set()
         self._running: dict[int, _Attempt] = {}
         self._cancel_pending: set[int] = set()
+        # Cancelled while queued and already taken out of the depth gauge; their refs may
+        # still sit in memory until their turn comes (and is skipped).
+        self._counted_out: set[int] = set()
         self._pending_ids: set[int] = set()
         self._free = config.concurrency
         # Slots that only critical jobs may take, so that one arriving behind a backlog of
@@ -222,6 +225,14 @@ class Runner:
             if attempt.task is not None:
                 attempt.task.cancel()
         return True
+
+    def cancelled_queued(self, job_id: int, priority: int) -> None:
+        """A queued job was cancelled: it leaves the queue-depth gauge now."""
+        if job_id in self._counted_out:
+            return
+        self._depth_add(priority, -1)
+        if job_id in self._known:
+            self._counted_out.add(job_id)
 
     async def on_shards_changed(self, acquired: set[int], lost: set[int]) -> None:
         """Ownership moved: forget and interrupt what was lost, catch up on what was gained."""
@@ -520,7 +531,10 @@ class Runner:
         self._tracing_off = _tracing_off()  # once per batch: it reads the environment
         left = [0] * len(self._depth)
         for ref in starts:
-            left[ref.priority] += 1
+            if ref.id in self._counted_out:
+                self._counted_out.discard(ref.id)
+            else:
+                left[ref.priority] += 1
         for p, n in enumerate(left):
             if n:
                 self._depth_add(p, -n)

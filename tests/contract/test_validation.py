@@ -29,6 +29,8 @@ async def _count(jobs: JobService) -> int:
         ((None, {}), {}, "job type"),
         (("t", {}), {"timeout": -1}, "timeout"),
         (("t", {}), {"delay": -5}, "delay"),
+        (("t", {}), {"delay": 1e300}, "delay"),
+        (("t", {}), {"timeout": 1e300}, "timeout"),
         (("t", {}), {"key": ""}, "key"),
         (("t", {}), {"dedupe_key": ""}, "dedupe_key"),
         (("t", {}), {"duration": "forever"}, "duration"),

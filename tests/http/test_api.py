@@ -545,11 +545,6 @@ async def test_live_counts_agree_with_the_database(
             await jobs.cancel(running)
 
 
-@pytest.mark.xfail(
-    reason="engine: the runner's queue-depth gauge drops a cancelled queued job only when"
-    " its turn comes, so the live queued count lags until then",
-    strict=False,
-)
 async def test_live_queued_count_follows_a_cancel_of_a_queued_job(
     client: httpx.AsyncClient, jobs: JobService, feed: LiveFeed
 ) -> None:

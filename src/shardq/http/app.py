@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from ..errors import JobError
-from ..jobs import JobService
+from ..jobs import MAX_SECONDS, JobService
 from ..models import DURATIONS, PRIORITIES, STATUSES, JobPayload
 from .live import LiveFeed
 from .openapi import build_spec
@@ -35,8 +35,6 @@ log = logging.getLogger("shardq.http")
 #: Largest request body accepted, in bytes.
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
 _MAX_BATCH = 1000
-#: Longest delay or timeout accepted, in seconds (ten years).
-_MAX_SECONDS = 315_360_000.0
 _STATUS_OF_REASON = {
     "NotFound": 404,
     "AlreadyCancelled": 409,
@@ -423,7 +421,7 @@ def _only(data: dict[str, Any], allowed: set[str], what: str) -> None:
         )
 
 
-def _number(value: Any, what: str, *, minimum: float, maximum: float = _MAX_SECONDS) -> float:
+def _number(value: Any, what: str, *, minimum: float, maximum: float = MAX_SECONDS) -> float:
     if (
         not isinstance(value, int | float)
         or isinstance(value, bool)

@@ -6,11 +6,12 @@ import copy
 from typing import Any
 
 from .. import __version__
+from ..jobs import MAX_SECONDS
 from ..models import DURATIONS, PRIORITIES, STATUSES
 
 _ID = {"type": "string", "pattern": "^[0-9]{1,19}$", "description": "a decimal Snowflake id"}
 _ANY: dict[str, Any] = {"description": "any JSON value"}
-_MAX_S = 315_360_000  # ten years, in seconds: the bound of delay and timeout
+_MAX_S = int(MAX_SECONDS)  # ten years, in seconds: the bound of delay and timeout
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
