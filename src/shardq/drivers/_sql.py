@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-from .base import DeadLetterRecord, JobRecord
+from .base import DeadLetterRecord, JobFilter, JobRecord
 
 JOB_COLUMNS = (
     "id, type, payload, priority, state, key, shard, dedupe_key, max_attempts, attempts, "
@@ -59,3 +60,28 @@ def job_record(row: Any) -> JobRecord:
 def dead_letter_record(row: Any) -> DeadLetterRecord:
     """A DeadLetterRecord from a row selected with DLQ_COLUMNS."""
     return DeadLetterRecord(*row)
+
+
+def list_jobs_sql(flt: JobFilter, mark: Callable[[int], str]) -> tuple[str, list[Any]]:
+    """The query listing jobs that match ``flt``, newest first, and its arguments.
+
+    ``mark(n)`` is the driver's placeholder for the n-th argument (``?`` or ``$n``).
+    """
+    where: list[str] = []
+    args: list[Any] = []
+    for condition, value in (
+        ("state =", flt.state),
+        ("type =", flt.type),
+        ("priority =", flt.priority),
+        ("key =", flt.key),
+        ("created_at >=", flt.created_after),
+        ("created_at <", flt.created_before),
+        ("id <", flt.before_id),
+    ):
+        if value is not None:
+            args.append(value)
+            where.append(f"{condition} {mark(len(args))}")
+    args.append(flt.limit)
+    clause = " AND ".join(where) or "TRUE"
+    sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {clause} ORDER BY id DESC LIMIT {mark(len(args))}"
+    return sql, args

@@ -16,7 +16,14 @@ from typing import Any
 
 import asyncpg
 
-from .._sql import DLQ_COLUMNS, JOB_COLUMNS, dead_letter_record, job_record, migrations
+from .._sql import (
+    DLQ_COLUMNS,
+    JOB_COLUMNS,
+    dead_letter_record,
+    job_record,
+    list_jobs_sql,
+    migrations,
+)
 from ..base import (
     CancelResult,
     DeadLetterRecord,
@@ -544,29 +551,7 @@ class PostgresDriver:
         return job_record(row) if row else None
 
     async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
-        where, args = ["TRUE"], []
-        for column, value in (
-            ("state", flt.state),
-            ("type", flt.type),
-            ("priority", flt.priority),
-            ("key", flt.key),
-        ):
-            if value is not None:
-                args.append(value)
-                where.append(f"{column} = ${len(args)}")
-        for cond, value in (
-            ("created_at >=", flt.created_after),
-            ("created_at <", flt.created_before),
-            ("id <", flt.before_id),
-        ):
-            if value is not None:
-                args.append(value)
-                where.append(f"{cond} ${len(args)}")
-        args.append(flt.limit)
-        sql = (
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)}"
-            f" ORDER BY id DESC LIMIT ${len(args)}"
-        )
+        sql, args = list_jobs_sql(flt, lambda n: f"${n}")
         return [job_record(r) for r in await self.pool.fetch(sql, *args)]
 
     async def cancel_job(self, job_id: int, now: int) -> CancelResult:

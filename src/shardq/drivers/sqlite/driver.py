@@ -13,7 +13,14 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..._internal.localwake import Announcer, Listener, RunnerLock, socket_path, watcher_path
-from .._sql import DLQ_COLUMNS, JOB_COLUMNS, dead_letter_record, job_record, migrations
+from .._sql import (
+    DLQ_COLUMNS,
+    JOB_COLUMNS,
+    dead_letter_record,
+    job_record,
+    list_jobs_sql,
+    migrations,
+)
 from ..base import (
     AllShards,
     CancelResult,
@@ -408,27 +415,7 @@ class SQLiteDriver:
         return await self._read(run)
 
     async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
-        where, args = ["1 = 1"], []
-        for column, value in (
-            ("state", flt.state),
-            ("type", flt.type),
-            ("priority", flt.priority),
-            ("key", flt.key),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if flt.created_after is not None:
-            where.append("created_at >= ?")
-            args.append(flt.created_after)
-        if flt.created_before is not None:
-            where.append("created_at < ?")
-            args.append(flt.created_before)
-        if flt.before_id is not None:
-            where.append("id < ?")
-            args.append(flt.before_id)
-        sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
-        args.append(flt.limit)
+        sql, args = list_jobs_sql(flt, lambda n: "?")
         return await self._read(lambda c: [job_record(r) for r in c.execute(sql, args)])
 
     async def cancel_job(self, job_id: int, now: int) -> CancelResult:
