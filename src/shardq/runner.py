@@ -169,8 +169,16 @@ class Runner:
                     attempt.task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        while self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        flusher = self._flusher
+        if flusher is not None:
+            # Outcomes are retried while storage is unreachable; past the drain time give up:
+            # their jobs stay "processing" and run again after recovery (at-least-once).
+            _, late = await asyncio.wait([flusher], timeout=max(5.0, timeout))
+            if late:
+                log.error("stopping with %d outcome(s) unwritten", len(self._outcomes) or 1)
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
         await self._ownership.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
