@@ -33,7 +33,9 @@ def shardq(
 
 
 def test_demo_runs_a_mixed_workload_and_verifies_it(sqlite_url: str) -> None:
-    out = shardq("--json", "demo", "--jobs", "1500", "--accounts", "20", url=sqlite_url)
+    out = shardq(
+        "--json", "demo", "--jobs", "1500", "--accounts", "20", "--probes", "20", url=sqlite_url
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["jobs"] == 1500
@@ -43,6 +45,8 @@ def test_demo_runs_a_mixed_workload_and_verifies_it(sqlite_url: str) -> None:
     assert summary["retried_transient_failures"] > 0
     assert set(summary["dead_lettered"]) <= {"HandlerMissing", "MaxRetries", "Validation"}
     assert summary["jobs_per_s"] > 0 and summary["submit_to_start_ms"]["p50"] >= 0
+    idle = summary["idle_submit_to_start_ms"]
+    assert idle["samples"] == 20 and 0 < idle["p50"] <= idle["p99"]
 
 
 def test_demo_uses_the_default_sqlite_file_in_the_working_directory(tmp_path: Path) -> None:
