@@ -18,12 +18,12 @@ async def test_a_cancelled_queued_job_never_runs(make_service: ServiceFactory) -
     ran: list[Any] = []
     jobs.register_handler("t", ran.append)
     async with jobs:
-        job_id = await jobs.submit("t", {"n": 1}, delay=0.3)
+        job_id = await jobs.submit("t", {"n": 1}, delay=1.0)
         await jobs.cancel(job_id)
         st = await jobs.status(job_id)
         assert st.status == "cancelled"
         # A later job due after the cancelled one's time runs; the cancelled one did not.
-        later = await jobs.submit("t", {"n": 2}, delay=0.4)
+        later = await jobs.submit("t", {"n": 2}, delay=1.1)
         await jobs.wait(later, timeout=10)
     assert ran == [{"n": 2}]
     assert [h.status for h in st.history] == ["queued", "cancelled"]
