@@ -1,7 +1,7 @@
 """Profile shardq's embedded hot path: ``python -m bench.profile [--jobs N] [--latency N]``.
 
-Runs the "process" workload (a runner started on a backlog; the backlog is written first, not
-profiled), the "both at once" workload (submit in batches of 1,000 while the runner processes)
+Runs the "process" workload (a runner started on a backlog; the backlog is written first, and
+shows in the tree under ``_enqueue``, but the time per job printed counts processing only), the "both at once" workload (submit in batches of 1,000 while the runner processes)
 and the one-at-a-time latency loop under pyinstrument, and prints where the event-loop thread's
 time goes, with the wall time per job. SQLite itself runs on the driver's writer and reader
 threads; their share shows as the time the loop spends waiting on them.
