@@ -89,7 +89,8 @@ class Notifier:
         if conn.is_closed():
             return
         try:
-            await asyncio.wait_for(conn.close(), PROBE_TIMEOUT)
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await conn.close()
         except Exception:
             conn.terminate()
 
@@ -105,12 +106,16 @@ class Notifier:
     async def _watch(self) -> None:
         failures = 0
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # arrives as the event is set, and then stop() would wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), self._probe_interval)
+                async with asyncio.timeout(self._probe_interval):
+                    await self._lost.wait()
             conn = self._conn
             if conn is not None and not self._lost.is_set():
                 try:
-                    await asyncio.wait_for(conn.fetchval("SELECT 1"), PROBE_TIMEOUT)
+                    async with asyncio.timeout(PROBE_TIMEOUT):
+                        await conn.fetchval("SELECT 1")
                     continue
                 except asyncio.CancelledError:
                     raise

@@ -177,7 +177,8 @@ class ShardLocks:
     async def _bounded(self, aw: Awaitable[T]) -> T:
         # Issue #6508 of @effect/cluster: a lock operation that hangs must not leave a
         # runner believing it still owns its shards.
-        return await asyncio.wait_for(aw, self._op_timeout)
+        async with asyncio.timeout(self._op_timeout):
+            return await aw
 
     def _terminated(self, conn: Any) -> None:
         # Stop serving at once; the balancer tells the runner and reconnects.
@@ -246,8 +247,11 @@ class ShardLocks:
             if self._releasing:
                 first = min(self._releasing.values())
                 wait = max(0.0, min(wait, first - time.monotonic()))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # arrives as the event is set, and then stop() would wait for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._kick.wait()
             self._kick.clear()
             try:
                 if self._conn is None or self._lost or self._conn.is_closed():
