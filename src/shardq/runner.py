@@ -169,7 +169,7 @@ class Runner:
             for attempt in list(self._running.values()):
                 if attempt.task in pending:
                     attempt.shutdown = True
-                    attempt.ctx.cancelled.set()
+                    attempt.ctx.cancel()
                     attempt.task.cancel()
             if pending:
                 await asyncio.wait(pending)
@@ -233,7 +233,7 @@ class Runner:
             return False
         if not attempt.cancel_requested:
             attempt.cancel_requested = True
-            attempt.ctx.cancelled.set()
+            attempt.ctx.cancel()
             if attempt.task is not None:
                 attempt.task.cancel()
         return True
@@ -262,7 +262,7 @@ class Runner:
         for attempt in list(self._running.values()):
             if attempt.job.shard in lost and attempt.task is not None:
                 attempt.shutdown = True
-                attempt.ctx.cancelled.set()
+                attempt.ctx.cancel()
                 attempt.task.cancel()
         for p, q in enumerate(self._ready):
             keep = deque(r for r in q if r.shard not in lost)
@@ -661,7 +661,7 @@ class Runner:
                     return await result
                 return result
         except TimeoutError:
-            ctx.cancelled.set()
+            ctx.cancel()
             raise
         finally:
             reset_current(token)
