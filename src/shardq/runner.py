@@ -125,7 +125,6 @@ class Runner:
         self._stopping = False
         self._recount_soon = False
         self._loop_task: asyncio.Task[None] | None = None
-        self._starting: set[asyncio.Task[None]] = set()
         self._async_handlers: dict[Handler, bool] = {}
         self._label_cache: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._tracing_off = False
@@ -160,9 +159,6 @@ class Runner:
                     await task
         if self._timer is not None:
             self._timer.cancel()
-        if self._starting:
-            # Jobs being started now must be drained like the others.
-            await asyncio.wait(set(self._starting))
         tasks = [a.task for a in self._running.values() if a.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -448,28 +444,15 @@ class Runner:
         self._promote_due(now)
         starts = self._pick(now)
         if starts:
-            # Starts of successive picks may overlap, so that an urgent job picked now does
-            # not wait for the previous batch's start to commit (its slots are taken already).
-            task = asyncio.get_running_loop().create_task(self._start_batch(starts, now))
-            self._starting.add(task)
-            if len(self._starting) >= self._driver.concurrent_writes:
-                await asyncio.wait(self._starting, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await self._start(starts, now)
+            except BaseException:
+                self._restore(starts)
+                raise
             if self._free > 0 and any(self._ready):
                 self._wake.set()
         if self._delayed:
             self._arm_timer(time.monotonic() + max(0, self._delayed[0][0] - now_ms()) / 1000)
-
-    async def _start_batch(self, starts: list[JobRef], now: int) -> None:
-        try:
-            await self._start(starts, now)
-        except Exception:
-            self._restore(starts)
-            log.exception("starting %d job(s) failed; trying again shortly", len(starts))
-            self._arm_timer(time.monotonic() + 0.5)
-        finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._starting.discard(task)
 
     def _arm_timer(self, at: float) -> None:
         if self._timer is not None:

@@ -196,8 +196,6 @@ class Driver(Protocol):
     url: str
     #: True when every process hears of every finished job (so waits need no re-reads).
     announces_finished: bool
-    #: How many write transactions one process may usefully have in flight at once.
-    concurrent_writes: int
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""

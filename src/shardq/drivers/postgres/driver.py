@@ -197,8 +197,6 @@ class PostgresDriver:
     """
 
     announces_finished = True
-    # Pool connections commit in parallel: an urgent start need not wait for the previous.
-    concurrent_writes = 4
 
     def __init__(
         self,

@@ -95,8 +95,6 @@ class SQLiteDriver:
     """
 
     announces_finished = True
-    # One writer thread: a second transaction in flight would only queue behind the first.
-    concurrent_writes = 1
 
     def __init__(self, url: str, *, runner: bool) -> None:
         self.url = url
