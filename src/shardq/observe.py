@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .entity import SPAN_ATTRIBUTES
 from .models import PRIORITIES
@@ -24,6 +27,94 @@ _LATENCY_BUCKETS = (
 _RUNTIME_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
 
 
+class _LoopFamily(Collector):
+    """A labelled metric written only from the service's event loop, so its children need no
+    lock (prometheus_client takes one per update: a cost paid several times per job)."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = list(labelnames)
+        self._children: dict[tuple[str, ...], Any] = {}
+        registry.register(self)
+
+    def _items(self) -> list[tuple[tuple[str, ...], Any]]:
+        return list(self._children.items())  # a snapshot: a scrape may run on another thread
+
+
+class _CounterChild:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+
+class LoopCounter(_LoopFamily):
+    """A counter of the event loop's hot path (exported as ``<name>_total``)."""
+
+    def labels(self, *values: str) -> _CounterChild:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _CounterChild()
+        return child
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, child in self._items():
+            family.add_metric(list(values), child.value)
+        yield family
+
+
+class _HistogramChild:
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # "le": a bound holds its own value
+        self.sum += value
+
+
+class LoopHistogram(_LoopFamily):
+    """A histogram of the event loop's hot path, with fixed bucket bounds."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        buckets: Sequence[float],
+    ) -> None:
+        super().__init__(name, documentation, labelnames, registry)
+        self._bounds = tuple(float(b) for b in buckets)
+
+    def labels(self, *values: str) -> _HistogramChild:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = _HistogramChild(self._bounds)
+        return child
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, child in self._items():
+            total = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip((*self._bounds, float("inf")), list(child.counts), strict=True):
+                total += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+            family.add_metric(list(values), buckets, child.sum)
+        yield family
+
+
 class Metrics:
     """The Prometheus metrics of one JobService, in its own registry."""
 
@@ -32,8 +123,8 @@ class Metrics:
         labels = ("type", "priority")
         r = self.registry
         self.enqueued = Counter("shardq_jobs_enqueued", "Jobs submitted", labels, registry=r)
-        self.started = Counter("shardq_jobs_started", "Attempts started", labels, registry=r)
-        self.completed = Counter("shardq_jobs_completed", "Jobs completed", labels, registry=r)
+        self.started = LoopCounter("shardq_jobs_started", "Attempts started", labels, r)
+        self.completed = LoopCounter("shardq_jobs_completed", "Jobs completed", labels, r)
         self.retried = Counter(
             "shardq_jobs_retried", "Attempts that will be retried", labels, registry=r
         )
@@ -45,19 +136,15 @@ class Metrics:
             "shardq_queue_depth", "Queued jobs known to this runner", ("priority",), registry=r
         )
         self.running = Gauge("shardq_jobs_running", "Handlers running now", registry=r)
-        self.start_latency = Histogram(
+        self.start_latency = LoopHistogram(
             "shardq_submit_to_start_seconds",
             "From the time a job became due to its handler starting",
             ("priority",),
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            r,
+            _LATENCY_BUCKETS,
         )
-        self.run_time = Histogram(
-            "shardq_run_seconds",
-            "Handler run time",
-            ("type",),
-            buckets=_RUNTIME_BUCKETS,
-            registry=r,
+        self.run_time = LoopHistogram(
+            "shardq_run_seconds", "Handler run time", ("type",), r, _RUNTIME_BUCKETS
         )
         for p in PRIORITIES:
             self.queue_depth.labels(p).set(0)

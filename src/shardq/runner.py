@@ -117,7 +117,6 @@ class Runner:
         self._reserve = config.concurrency // 16
         self._picker = WeightedPicker([PRIORITY_WEIGHTS[p] for p in PRIORITIES])
         self._outcomes: list[tuple[Outcome, _Attempt]] = []
-        self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -152,13 +151,10 @@ class Runner:
         timeout = self._config.drain_timeout if drain_timeout is None else drain_timeout
         self._stopping = True
         self._wake.set()
-        for task in (self._loop_task, self._maintenance):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
         tasks = [a.task for a in self._running.values() if a.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -169,16 +165,20 @@ class Runner:
                     attempt.task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        flusher = self._flusher
-        if flusher is not None:
-            # Outcomes are retried while storage is unreachable; past the drain time give up:
-            # their jobs stay "processing" and run again after recovery (at-least-once).
-            _, late = await asyncio.wait([flusher], timeout=max(5.0, timeout))
+        loop_task = self._loop_task
+        if loop_task is not None:
+            # The dispatch loop writes the last outcomes, then ends. Writes are retried while
+            # storage is unreachable; past the drain time give up: their jobs stay
+            # "processing" and run again after recovery (at-least-once).
+            self._wake.set()
+            _, late = await asyncio.wait([loop_task], timeout=max(5.0, timeout))
             if late:
                 log.error("stopping with %d outcome(s) unwritten", len(self._outcomes) or 1)
-                flusher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await flusher
+                loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+        if self._timer is not None:
+            self._timer.cancel()
         await self._ownership.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -422,11 +422,11 @@ class Runner:
 
     async def _dispatch_loop(self) -> None:
         failures = 0
-        while not self._stopping:
+        while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._stopping:
-                break
+            if self._stopping and not self._outcomes and not self._running:
+                return
             try:
                 await self._step()
                 failures = 0
@@ -436,20 +436,42 @@ class Runner:
                 failures += 1
                 delay = min(5.0, 0.05 * 2**failures)
                 log.exception("dispatch failed; trying again in %.2fs", delay)
-                self._arm_timer(time.monotonic() + delay)
+                await asyncio.sleep(delay)
+                self._wake.set()
 
     async def _step(self) -> None:
+        """One turn: catch up, pick what the free slots allow, then write the outcomes
+        waiting and start the picks in one transaction.
+
+        The slots of the outcomes being written count as free for the picks: they are free
+        once the transaction commits, which is also when the picks start. A keyed job's
+        successor is not among the picks (its mailbox stays busy until the outcome is
+        written), so a key's jobs still run one at a time, in order.
+        """
         now = now_ms()
-        await self._catch_up(now)
-        self._promote_due(now)
-        starts = self._pick(now)
-        if starts:
+        if not self._stopping:
+            await self._catch_up(now)
+            self._promote_due(now)
+        batch, self._outcomes = self._outcomes, []
+        self._free += len(batch)
+        starts = [] if self._stopping else self._pick(now)
+        if batch or starts:
             try:
-                await self._start(starts, now)
+                done = await self._driver.advance(
+                    [o for o, _ in batch], [r.id for r in starts], self._ownership.token, now
+                )
             except BaseException:
                 self._restore(starts)
+                self._free -= len(batch)
+                self._outcomes = batch + self._outcomes
                 raise
-            if self._free > 0 and any(self._ready):
+            written = set(done.written)
+            for outcome, attempt in batch:
+                self._settle(outcome, attempt, outcome.id in written)
+            if starts:
+                self._launch(starts, done.started)
+            self._metrics.running.set(len(self._running))
+            if self._outcomes or (self._free > 0 and any(self._ready)):
                 self._wake.set()
         if self._delayed:
             self._arm_timer(time.monotonic() + max(0, self._delayed[0][0] - now_ms()) / 1000)
@@ -530,8 +552,8 @@ class Runner:
                     mb.scheduled = False
                     self._schedule_mailbox(mb, now_ms())
 
-    async def _start(self, starts: list[JobRef], now: int) -> None:
-        rows = await self._driver.start_jobs([r.id for r in starts], self._ownership.token, now)
+    def _launch(self, starts: list[JobRef], rows: list[StartedJob]) -> None:
+        """Run the started ``rows`` of the picked ``starts``; release the picks not started."""
         by_id = {row.id: row for row in rows}
         loop = asyncio.get_running_loop()
         metrics = self._metrics
@@ -565,7 +587,6 @@ class Runner:
                 self.interrupt(row.id)
             if self._on_transition is not None:
                 self._on_transition(row.id, "processing")
-        metrics.running.set(len(self._running))
 
     def _release(self, job_id: int, key: str | None) -> None:
         self._free += 1
@@ -623,8 +644,7 @@ class Runner:
         run_time = self._child(self._metrics.run_time, job.type)
         run_time.observe(time.perf_counter() - attempt.started)
         self._outcomes.append((outcome, attempt))
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        self._wake.set()
 
     async def _call(
         self, handler: Handler, payload: Any, timeout: float | None, ctx: JobContext
@@ -673,31 +693,11 @@ class Runner:
             job.id, job.attempts, "failed", at, error=text, reason=reason, dlq_id=self._ids.next()
         )
 
-    # -- writing outcomes ----------------------------------------------------------------
-
-    async def _flush(self) -> None:
-        failures = 0
-        try:
-            while self._outcomes:
-                batch, self._outcomes = self._outcomes, []
-                try:
-                    written = set(
-                        await self._driver.finish_jobs([o for o, _ in batch], self._ownership.token)
-                    )
-                except Exception:
-                    failures += 1
-                    log.exception("writing %d outcome(s) failed; retrying", len(batch))
-                    self._outcomes = batch + self._outcomes
-                    await asyncio.sleep(min(5.0, 0.05 * 2**failures))
-                    continue
-                failures = 0
-                for outcome, attempt in batch:
-                    self._settle(outcome, attempt, outcome.id in written)
-                self._metrics.running.set(len(self._running))
-        finally:
-            self._flusher = None
+    # -- after an outcome is written ------------------------------------------------------
 
     def _settle(self, outcome: Outcome, attempt: _Attempt, written: bool) -> None:
+        """Forget a finished attempt whose outcome was just written (or fenced out); its slot
+        was already counted free by the step that wrote it."""
         job = attempt.job
         self._running.pop(job.id, None)
         labels = (job.type, PRIORITIES[job.priority])
@@ -722,7 +722,6 @@ class Runner:
         elif not written:
             # Fenced out (the job was recovered meanwhile): storage may hold it queued again.
             self._mark_storage_ahead()
-        self._free += 1
         self._known.discard(job.id)
         self._cancel_pending.discard(job.id)
         now = now_ms()
@@ -737,7 +736,6 @@ class Runner:
         if mb is not None:
             mb.release(time.monotonic())
             self._schedule_mailbox(mb, now)
-        self._wake.set()
         if written and self._on_transition is not None:
             self._on_transition(job.id, _STATUS_OF[outcome.kind])
 

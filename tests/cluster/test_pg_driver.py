@@ -78,13 +78,13 @@ async def test_a_stale_owner_cannot_start_or_finish(driver: PostgresDriver) -> N
     await driver.pool.execute(
         "INSERT INTO shardq_shards (shard, owner, acquired_at) VALUES (7, 'B', 0)"
     )
-    assert await driver.start_jobs([1], "A", 2000) == []
-    started = await driver.start_jobs([1, 2], "B", 2000)
+    assert (await driver.advance([], [1], "A", 2000)).started == []
+    started = (await driver.advance([], [1, 2], "B", 2000)).started
     assert sorted(s.id for s in started) == [1, 2]
     done = [Outcome(1, 1, "complete", 3000, result="1"), Outcome(2, 1, "complete", 3000)]
-    assert await driver.finish_jobs(done, "A") == []
-    assert await driver.finish_jobs([Outcome(1, 2, "complete", 3000)], "B") == []
-    assert sorted(await driver.finish_jobs(done, "B")) == [1, 2]
+    assert (await driver.advance(done, [], "A", 3000)).written == []
+    assert (await driver.advance([Outcome(1, 2, "complete", 3000)], [], "B", 3000)).written == []
+    assert sorted((await driver.advance(done, [], "B", 3000)).written) == [1, 2]
     record = await driver.get_job(1)
     assert record is not None and record.state == "complete"
     assert [h[0] for h in record.history] == ["queued", "processing", "complete"]

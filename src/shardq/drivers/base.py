@@ -90,6 +90,14 @@ class Outcome:
 
 
 @dataclass(slots=True)
+class Advanced:
+    """What one ``Driver.advance`` wrote: the outcomes the fence let in, the jobs started."""
+
+    written: list[int]
+    started: list[StartedJob]
+
+
+@dataclass(slots=True)
 class JobRecord:
     """Everything stored about one job."""
 
@@ -233,13 +241,14 @@ class Driver(Protocol):
     async def load_mailbox(self, key: str, limit: int) -> list[JobRef]:
         """Queued jobs of ``key``, in submit (id) order."""
 
-    async def start_jobs(self, ids: Sequence[int], owner: str, now: int) -> list[StartedJob]:
-        """Move the still-queued jobs among ``ids`` to processing under ``owner``."""
+    async def advance(
+        self, outcomes: Sequence[Outcome], start: Sequence[int], owner: str, now: int
+    ) -> Advanced:
+        """One step of a runner, in one transaction: write ``outcomes``, each only if
+        ``owner`` still runs that attempt (a ``failed`` one also inserts a dead letter), then
+        move the still-queued jobs among ``start`` to processing under ``owner``.
 
-    async def finish_jobs(self, outcomes: Sequence[Outcome], owner: str) -> list[int]:
-        """Write ``outcomes`` in one transaction, each only if ``owner`` still runs that attempt.
-
-        ``failed`` outcomes also insert a dead letter. Returns the ids written.
+        Either part may be empty. Finished jobs are announced to waiting processes.
         """
 
     async def recover(self, shards: Collection[int] | None, now: int) -> int:

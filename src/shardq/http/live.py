@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from ..jobs import JobService
 from ..models import FINISHED, PRIORITIES, STATUSES, QueueStats, Status
@@ -29,7 +29,7 @@ _RESYNC_MIN_S = 2.0
 _READ_ONLY_RESYNC_S = 5.0
 
 
-def _sum_samples(metric: MetricWrapperBase, suffix: str) -> float:
+def _sum_samples(metric: Collector, suffix: str) -> float:
     total = 0.0
     for family in metric.collect():
         for s in family.samples:
@@ -38,7 +38,7 @@ def _sum_samples(metric: MetricWrapperBase, suffix: str) -> float:
     return total
 
 
-def _gauge_by(metric: MetricWrapperBase, label: str) -> dict[str, float]:
+def _gauge_by(metric: Collector, label: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in metric.collect():
         for s in family.samples:
@@ -48,7 +48,7 @@ def _gauge_by(metric: MetricWrapperBase, label: str) -> dict[str, float]:
     return out
 
 
-def _buckets(metric: MetricWrapperBase) -> list[tuple[float, float]]:
+def _buckets(metric: Collector) -> list[tuple[float, float]]:
     """Cumulative (upper bound, count) pairs of a histogram, summed over its labels."""
     acc: dict[float, float] = {}
     for family in metric.collect():

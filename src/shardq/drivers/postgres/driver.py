@@ -25,6 +25,7 @@ from .._sql import (
     migrations,
 )
 from ..base import (
+    Advanced,
     CancelResult,
     DeadLetterRecord,
     EventHandler,
@@ -101,8 +102,8 @@ _START = (
 # Every outcome of a batch in one statement: each row is written only while the attempt
 # still owns it (state, owner and attempt all match), failed ones also get a dead letter,
 # and finished ones are announced in chunks of ids.
-_FINISH = f"""
-WITH o AS (
+_FINISH_CTES = f"""
+o AS (
     SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[],
                          $7::text[], $8::text[], $9::bigint[], $10::bigint[])
         AS o(id, attempt, kind, at, result, error, reason, run_at, dlq_id)
@@ -132,10 +133,23 @@ WITH o AS (
     SELECT id, (row_number() OVER ()) / 300 AS grp FROM upd WHERE kind <> 'retry'
 ), note AS (
     SELECT pg_notify('{CHANNEL}', 'f' || json_agg(id)::text) FROM fin GROUP BY grp
+)"""
+_FINISH = f"WITH {_FINISH_CTES} SELECT id FROM upd UNION ALL SELECT NULL FROM note"
+# Outcomes and starts of one runner step in one statement: one round trip, one commit (a
+# synchronous one: the outcomes must be durable). Both updates see the same snapshot and
+# touch different rows (processing ones, queued ones). Started rows come first, flagged.
+_ADVANCE = f"""
+WITH {_FINISH_CTES}, st AS (
+    UPDATE jobs j SET state = 'processing', attempts = j.attempts + 1, owner = $1,
+        updated_at = $12, {_append("'processing'", "$12::bigint", "NULL::text")}
+    WHERE j.state = 'queued' AND j.id = ANY($11::bigint[])
+      AND NOT EXISTS (SELECT 1 FROM shardq_shards s WHERE s.shard = j.shard
+                      AND s.owner IS DISTINCT FROM $1)
+    RETURNING {_STARTED}
 )
-SELECT id FROM upd
-UNION ALL
-SELECT NULL FROM note
+SELECT true AS started, {_STARTED} FROM st
+UNION ALL SELECT false, id, {", ".join(["NULL"] * 12)} FROM upd
+UNION ALL SELECT NULL, {", ".join(["NULL"] * 13)} FROM note
 """
 
 
@@ -487,18 +501,15 @@ class PostgresDriver:
 
     # -- runner writes -------------------------------------------------------------------
 
-    async def start_jobs(self, ids: Sequence[int], owner: str, now: int) -> list[StartedJob]:
-        if not ids:
-            return []
-        rows = await self.pool.fetch(_START, list(ids), owner, now)
-        return [StartedJob(*r) for r in rows]
-
-    async def finish_jobs(self, outcomes: Sequence[Outcome], owner: str) -> list[int]:
+    async def advance(
+        self, outcomes: Sequence[Outcome], start: Sequence[int], owner: str, now: int
+    ) -> Advanced:
         if not outcomes:
-            return []
-        rows = await self.pool.fetch(
-            _FINISH,
-            owner,
+            if not start:
+                return Advanced([], [])
+            rows = await self.pool.fetch(_START, list(start), owner, now)
+            return Advanced([], [StartedJob(*r) for r in rows])
+        columns = (
             [o.id for o in outcomes],
             [o.attempt for o in outcomes],
             [o.kind for o in outcomes],
@@ -509,9 +520,17 @@ class PostgresDriver:
             [o.run_at for o in outcomes],
             [o.dlq_id for o in outcomes],
         )
+        if start:
+            rows = await self.pool.fetch(_ADVANCE, owner, *columns, list(start), now)
+            written = [r[1] for r in rows if r[0] is False]
+            started = [StartedJob(*r[1:]) for r in rows if r[0]]
+        else:
+            rows = await self.pool.fetch(_FINISH, owner, *columns)
+            written = [r[0] for r in rows if r[0] is not None]
+            started = []
         if self._locks is not None:
             self._locks.jobs_finished()
-        return [r[0] for r in rows if r[0] is not None]
+        return Advanced(written, started)
 
     async def recover(self, shards: Collection[int] | None, now: int) -> int:
         if shards is not None and not shards:

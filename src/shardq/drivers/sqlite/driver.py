@@ -22,6 +22,7 @@ from .._sql import (
     migrations,
 )
 from ..base import (
+    Advanced,
     AllShards,
     CancelResult,
     DeadLetterRecord,
@@ -326,11 +327,14 @@ class SQLiteDriver:
 
     # -- runner writes -------------------------------------------------------------------
 
-    async def start_jobs(self, ids: Sequence[int], owner: str, now: int) -> list[StartedJob]:
-        ids = list(ids)
+    async def advance(
+        self, outcomes: Sequence[Outcome], start: Sequence[int], owner: str, now: int
+    ) -> Advanced:
+        ids = list(start)
 
-        def run(c: sqlite3.Connection) -> list[StartedJob]:
-            out: list[StartedJob] = []
+        def run(c: sqlite3.Connection) -> Advanced:
+            written = _finish(c, outcomes, owner) if outcomes else []
+            started: list[StartedJob] = []
             for i in range(0, len(ids), _CHUNK):
                 chunk = ids[i : i + _CHUNK]
                 marks = ",".join("?" * len(chunk))
@@ -341,53 +345,14 @@ class SQLiteDriver:
                     " timeout, duration, run_at, created_at, context",
                     [owner, now, "processing", now, None, *chunk],
                 ).fetchall()
-                out.extend(StartedJob(*r) for r in rows)
-            return out
+                started.extend(StartedJob(*r) for r in rows)
+            return Advanced(written, started)
 
-        return await self._tx(run)
-
-    async def finish_jobs(self, outcomes: Sequence[Outcome], owner: str) -> list[int]:
-        def run(c: sqlite3.Connection) -> list[int]:
-            written: list[int] = []
-            done = [[o.id, o.attempt, o.result, o.at] for o in outcomes if o.kind == "complete"]
-            if done:
-                # Every completion in one statement; RETURNING names the ones the fence let in.
-                rows = c.execute(_COMPLETE, (json.dumps(done), owner)).fetchall()
-                written.extend(r[0] for r in rows)
-            for o in outcomes:
-                fence = (o.id, owner, o.attempt)
-                if o.kind == "complete":
-                    continue
-                if o.kind == "retry":
-                    cur = c.execute(
-                        "UPDATE jobs SET state = 'queued', run_at = ?, error = ?, updated_at = ?,"
-                        f" owner = NULL, {_APPEND} {_FENCE}",
-                        (o.run_at, o.error, o.at, "queued", o.at, o.error, *fence),
-                    )
-                else:
-                    cur = c.execute(
-                        "UPDATE jobs SET state = ?, error = ?, finished_at = ?, updated_at = ?,"
-                        f" owner = NULL, {_APPEND} {_FENCE}",
-                        (o.kind, o.error, o.at, o.at, o.kind, o.at, o.error, *fence),
-                    )
-                if cur.rowcount != 1:
-                    continue
-                written.append(o.id)
-                if o.kind == "failed":
-                    c.execute(
-                        "INSERT INTO job_dlq (id, job_id, type, payload, priority, key, reason,"
-                        " error, attempts, max_attempts, created_at, failed_at)"
-                        " SELECT ?, id, type, payload, priority, key, ?, error, attempts,"
-                        " max_attempts, created_at, ? FROM jobs WHERE id = ?",
-                        (o.dlq_id, o.reason, o.at, o.id),
-                    )
-            return written
-
-        written = await self._tx(run)
-        if self._watchers:
-            done = {o.id for o in outcomes if o.kind != "retry"}
-            self._tell_watchers([i for i in written if i in done])
-        return written
+        done = await self._tx(run)
+        if self._watchers and done.written:
+            finished = {o.id for o in outcomes if o.kind != "retry"}
+            self._tell_watchers([i for i in done.written if i in finished])
+        return done
 
     async def recover(self, shards: Collection[int] | None, now: int) -> int:
         def run(c: sqlite3.Connection) -> int:
@@ -512,3 +477,41 @@ class SQLiteDriver:
 def _statements(sql: str) -> list[str]:
     body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
     return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def _finish(c: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -> list[int]:
+    """Write ``outcomes`` (fenced per attempt) inside the caller's transaction; the ids written."""
+    written: list[int] = []
+    done = [[o.id, o.attempt, o.result, o.at] for o in outcomes if o.kind == "complete"]
+    if done:
+        # Every completion in one statement; RETURNING names the ones the fence let in.
+        rows = c.execute(_COMPLETE, (json.dumps(done), owner)).fetchall()
+        written.extend(r[0] for r in rows)
+    for o in outcomes:
+        fence = (o.id, owner, o.attempt)
+        if o.kind == "complete":
+            continue
+        if o.kind == "retry":
+            cur = c.execute(
+                "UPDATE jobs SET state = 'queued', run_at = ?, error = ?, updated_at = ?,"
+                f" owner = NULL, {_APPEND} {_FENCE}",
+                (o.run_at, o.error, o.at, "queued", o.at, o.error, *fence),
+            )
+        else:
+            cur = c.execute(
+                "UPDATE jobs SET state = ?, error = ?, finished_at = ?, updated_at = ?,"
+                f" owner = NULL, {_APPEND} {_FENCE}",
+                (o.kind, o.error, o.at, o.at, o.kind, o.at, o.error, *fence),
+            )
+        if cur.rowcount != 1:
+            continue
+        written.append(o.id)
+        if o.kind == "failed":
+            c.execute(
+                "INSERT INTO job_dlq (id, job_id, type, payload, priority, key, reason,"
+                " error, attempts, max_attempts, created_at, failed_at)"
+                " SELECT ?, id, type, payload, priority, key, ?, error, attempts,"
+                " max_attempts, created_at, ? FROM jobs WHERE id = ?",
+                (o.dlq_id, o.reason, o.at, o.id),
+            )
+    return written

@@ -1,0 +1,75 @@
+"""A runner's step on each engine: outcomes written and jobs started in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shardq.drivers import Driver, connect
+from shardq.drivers.base import NewJob, Outcome
+
+
+def _job(i: int, key: str | None = None) -> NewJob:
+    return NewJob(
+        id=i, type="t", payload=f'{{"n": {i}}}', priority=2, key=key, shard=0, dedupe_key=None,
+        max_attempts=3, timeout=None, duration="short", batch_id=None, run_at=1000,
+        created_at=1000, context=None,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def driver(database_url: str) -> AsyncIterator[Driver]:
+    d = connect(database_url, runner=True)
+    await d.open()
+    try:
+        yield d
+    finally:
+        await d.close()
+
+
+async def test_one_step_writes_every_kind_of_outcome_and_starts_the_next_jobs(
+    driver: Driver,
+) -> None:
+    await driver.insert_jobs([_job(i) for i in range(1, 8)])
+    first = await driver.advance([], [1, 2, 3, 4], "A", 2000)
+    assert sorted(j.id for j in first.started) == [1, 2, 3, 4]
+    assert all(j.attempts == 1 for j in first.started)
+    outcomes = [
+        Outcome(1, 1, "complete", 3000, result='"ok"'),
+        Outcome(2, 1, "retry", 3000, error="E: again", run_at=9000),
+        Outcome(3, 1, "failed", 3000, error="E: no", reason="MaxRetries", dlq_id=77),
+        Outcome(4, 1, "cancelled", 3000, error="cancelled"),
+    ]
+    step = await driver.advance(outcomes, [5, 6, 1], "A", 3000)
+    assert sorted(step.written) == [1, 2, 3, 4]
+    # 1 is complete by then: only the still-queued jobs start.
+    assert sorted(j.id for j in step.started) == [5, 6]
+    assert {j.id: j.payload for j in step.started} == {5: '{"n": 5}', 6: '{"n": 6}'}
+    states = {i: (await driver.get_job(i)) for i in range(1, 8)}
+    assert {i: r.state for i, r in states.items() if r} == {
+        1: "complete", 2: "queued", 3: "failed", 4: "cancelled",
+        5: "processing", 6: "processing", 7: "queued",
+    }  # fmt: skip
+    one = states[1]
+    assert one is not None and one.result == '"ok"'
+    assert [h[0] for h in one.history] == ["queued", "processing", "complete"]
+    two = states[2]
+    assert two is not None and two.run_at == 9000
+    dead = await driver.get_dead_letter(77)
+    assert dead is not None and dead.job_id == 3
+
+
+async def test_a_fenced_outcome_is_not_written_but_the_starts_still_happen(
+    driver: Driver,
+) -> None:
+    await driver.insert_jobs([_job(1), _job(2)])
+    await driver.advance([], [1], "A", 2000)
+    # A stale attempt number and another owner: neither may write job 1's outcome.
+    stale = [Outcome(1, 2, "complete", 3000), Outcome(1, 1, "complete", 3000)]
+    step = await driver.advance(stale[:1], [2], "A", 3000)
+    assert step.written == []
+    assert [j.id for j in step.started] == [2]
+    assert (await driver.advance(stale[1:], [], "B", 3000)).written == []
+    record = await driver.get_job(1)
+    assert record is not None and record.state == "processing"
