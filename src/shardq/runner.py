@@ -466,8 +466,11 @@ class Runner:
                 self._outcomes = batch + self._outcomes
                 raise
             written = set(done.written)
+            settled = now_ms()
+            mono = time.monotonic()
+            owned = self._ownership.owned()
             for outcome, attempt in batch:
-                self._settle(outcome, attempt, outcome.id in written)
+                self._settle(outcome, attempt, outcome.id in written, settled, mono, owned)
             if starts:
                 self._launch(starts, done.started)
             self._metrics.running.set(len(self._running))
@@ -568,6 +571,7 @@ class Runner:
         for p, n in enumerate(left):
             if n:
                 self._depth_add(p, -n)
+        now = now_ms()
         for ref in starts:
             row = by_id.get(ref.id)
             if row is None:
@@ -577,7 +581,7 @@ class Runner:
             name = PRIORITIES[row.priority]
             child(metrics.started, row.type, name).inc()
             due = max(row.created_at, row.run_at)
-            child(metrics.start_latency, name).observe(max(0, now_ms() - due) / 1000)
+            child(metrics.start_latency, name).observe(max(0, now - due) / 1000)
             ctx = JobContext(str(row.id), row.type, row.attempts, row.max_attempts, row.key)
             attempt = _Attempt(row, ctx)
             self._running[row.id] = attempt
@@ -612,7 +616,15 @@ class Runner:
             captured = json.loads(job.context) if job.context else None
             if captured is None and self._tracing_off:
                 # Nothing to restore and no tracer to record a span: skip the span's cost.
-                result = await self._call(handler, payload, job.timeout, attempt.ctx)
+                if job.timeout is None and self._is_async(handler):
+                    # The common case, without the extra coroutine of ``_call``.
+                    token = set_current(attempt.ctx)
+                    try:
+                        result = await handler(payload)
+                    finally:
+                        reset_current(token)
+                else:
+                    result = await self._call(handler, payload, job.timeout, attempt.ctx)
             else:
                 with job_span(captured, self._context_vars, job.id, job.type, job.attempts):
                     result = await self._call(handler, payload, job.timeout, attempt.ctx)
@@ -695,7 +707,15 @@ class Runner:
 
     # -- after an outcome is written ------------------------------------------------------
 
-    def _settle(self, outcome: Outcome, attempt: _Attempt, written: bool) -> None:
+    def _settle(
+        self,
+        outcome: Outcome,
+        attempt: _Attempt,
+        written: bool,
+        now: int,
+        mono: float,
+        owned: Collection[int] | None,
+    ) -> None:
         """Forget a finished attempt whose outcome was just written (or fenced out); its slot
         was already counted free by the step that wrote it."""
         job = attempt.job
@@ -716,7 +736,6 @@ class Runner:
                 m.dead_lettered.labels(*labels).inc()
             else:
                 m.cancelled.labels(*labels).inc()
-        owned = self._ownership.owned()
         if owned is not None and job.shard not in owned:
             retry_ref = None  # the shard moved on: its next owner runs the retry
         elif not written:
@@ -724,7 +743,6 @@ class Runner:
             self._mark_storage_ahead()
         self._known.discard(job.id)
         self._cancel_pending.discard(job.id)
-        now = now_ms()
         mb = self._mailboxes.get(job.key) if job.key is not None else None
         if retry_ref is not None and not self._stopping:
             if mb is not None:
@@ -734,7 +752,7 @@ class Runner:
             elif job.key is None:
                 self._place(retry_ref, now)
         if mb is not None:
-            mb.release(time.monotonic())
+            mb.release(mono)
             self._schedule_mailbox(mb, now)
         if written and self._on_transition is not None:
             self._on_transition(job.id, _STATUS_OF[outcome.kind])
