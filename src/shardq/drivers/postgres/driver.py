@@ -100,8 +100,11 @@ _START = (
     f" RETURNING {_STARTED}"
 )
 # Every outcome of a batch in one statement: each row is written only while the attempt
-# still owns it (state, owner and attempt all match), failed ones also get a dead letter,
-# and finished ones are announced in chunks of ids.
+# still owns it (owner and attempt match; only a processing job has an owner, every move
+# out of processing clears it), failed ones also get a dead letter, and finished ones are
+# announced in chunks of ids. The fence names no state on purpose: the planner would then
+# scan the processing index and join the outcomes to it in a nested loop (quadratic in
+# the batch, 3 ms of a 5 ms step at 64 jobs); by id it looks each job up once.
 _FINISH_CTES = f"""
 o AS (
     SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[],
@@ -120,7 +123,7 @@ o AS (
             CASE o.kind WHEN 'retry' THEN 'queued' ELSE o.kind END, o.at,
             CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END))
     FROM o
-    WHERE j.id = o.id AND j.state = 'processing' AND j.owner = $1 AND j.attempts = o.attempt
+    WHERE j.id = o.id AND j.owner = $1 AND j.attempts = o.attempt
     RETURNING j.id, o.kind, o.reason, o.at, o.dlq_id, o.error, j.type, j.payload, j.priority,
               j.key, j.attempts, j.max_attempts, j.created_at
 ), dlq AS (
