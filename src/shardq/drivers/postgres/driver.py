@@ -76,7 +76,9 @@ _INSERT = (
 _INSERT_PLAIN = (
     f"WITH ins AS ({_INSERT}) SELECT pg_notify('{CHANNEL}', p) FROM unnest($15::text[]) p"
 )
-_INSERT_DEDUPE = f"{_INSERT} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+_INSERT_DEDUPE = (
+    f"{_INSERT} ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id"
+)
 _NOTIFY = f"SELECT pg_notify('{CHANNEL}', p) FROM unnest($1::text[]) p"
 
 
