@@ -339,7 +339,8 @@ class SQLiteDriver:
                     out.append((row[0], True))
             return out
 
-        result = await self._tx(run)
+        inline, out = self._tx_inline(run) if len(jobs) <= _INLINE_ROWS else (False, None)
+        result = out if inline and out is not None else await self._tx(run)
         fresh = [i for i, dup in result if not dup]
         if fresh:
             self._announce("submitted", fresh)
