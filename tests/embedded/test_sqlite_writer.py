@@ -54,8 +54,9 @@ async def test_the_write_ahead_log_is_checkpointed_as_steps_commit(tmp_path: Pat
         for i in range(1, 401):
             await driver.advance([], [i], "A", 2000)
             await driver.advance([Outcome(i, 1, "complete", 3000)], [], "A", 3000)
-        # Checkpoints run on the writer thread: one more write there comes after them.
-        await driver.insert_jobs([_job(1000)])
+        # Checkpoints run on the writer thread; a batch too big to commit on the event loop
+        # goes there too, after them.
+        await driver.insert_jobs([_job(i) for i in range(1000, 1300)])
         reader = sqlite3.connect(path)
         try:
             busy, log_pages, checkpointed = reader.execute(
