@@ -10,22 +10,15 @@ import asyncpg
 import pytest
 
 from shardq import JobService
-from shardq.drivers.base import NewJob, Outcome
+from shardq.drivers.base import Outcome
 from shardq.drivers.postgres import PostgresDriver
 from shardq.drivers.postgres.driver import submitted_payloads
 from shardq.drivers.postgres.shard_locks import ShardLocks
+from tests.rows import new_job
 
 from .conftest import eventually
 
 pytestmark = pytest.mark.postgres
-
-
-def _job(i: int, shard: int = 0, key: str | None = None, dedupe: str | None = None) -> NewJob:
-    return NewJob(
-        id=i, type="t", payload="{}", priority=2, key=key, shard=shard, dedupe_key=dedupe,
-        max_attempts=3, timeout=None, duration="short", batch_id=None, run_at=1000,
-        created_at=1000, context=None,
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -39,12 +32,12 @@ async def driver(pg_url: str) -> AsyncIterator[PostgresDriver]:
 
 
 def test_notification_payloads_stay_small() -> None:
-    jobs = [_job(10**18 + i, shard=i % 300, key="k" * 255) for i in range(100)]
+    jobs = [new_job(10**18 + i, shard=i % 300, key="k" * 255) for i in range(100)]
     payloads = submitted_payloads(jobs)
     assert len(payloads) > 1
     assert all(len(p.encode()) < 8000 for p in payloads)
     assert sum(len(json.loads(p[1:])) for p in payloads) == 100
-    assert submitted_payloads([_job(10**18 + i) for i in range(5000)]) == ["r"]
+    assert submitted_payloads([new_job(10**18 + i) for i in range(5000)]) == ["r"]
 
 
 async def test_migrations_are_applied_once_by_concurrent_starters(pg_url: str) -> None:
@@ -74,7 +67,7 @@ async def test_dedupe_is_atomic_across_processes(pg_url: str) -> None:
 
 
 async def test_a_stale_owner_cannot_start_or_finish(driver: PostgresDriver) -> None:
-    await driver.insert_jobs([_job(1, shard=7), _job(2, shard=8)])
+    await driver.insert_jobs([new_job(1, shard=7), new_job(2, shard=8)])
     await driver.pool.execute(
         "INSERT INTO shardq_shards (shard, owner, acquired_at) VALUES (7, 'B', 0)"
     )
@@ -92,7 +85,12 @@ async def test_a_stale_owner_cannot_start_or_finish(driver: PostgresDriver) -> N
 
 async def test_loads_honour_the_owned_shards(driver: PostgresDriver) -> None:
     await driver.insert_jobs(
-        [_job(1, shard=1), _job(2, shard=2), _job(3, shard=1, key="a"), _job(4, shard=2, key="b")]
+        [
+            new_job(1, shard=1),
+            new_job(2, shard=2),
+            new_job(3, shard=1, key="a"),
+            new_job(4, shard=2, key="b"),
+        ]
     )
     assert [r.id for r in await driver.load_ready({1}, 2, 5000, 10)] == [1]
     assert [r.id for r in await driver.load_ready(None, 2, 5000, 10)] == [1, 2]

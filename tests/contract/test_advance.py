@@ -7,15 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shardq.drivers import Driver, connect
-from shardq.drivers.base import NewJob, Outcome
-
-
-def _job(i: int, key: str | None = None) -> NewJob:
-    return NewJob(
-        id=i, type="t", payload=f'{{"n": {i}}}', priority=2, key=key, shard=0, dedupe_key=None,
-        max_attempts=3, timeout=None, duration="short", batch_id=None, run_at=1000,
-        created_at=1000, context=None,
-    )  # fmt: skip
+from shardq.drivers.base import Outcome
+from tests.rows import new_job
 
 
 @pytest.fixture
@@ -31,7 +24,7 @@ async def driver(database_url: str) -> AsyncIterator[Driver]:
 async def test_one_step_writes_every_kind_of_outcome_and_starts_the_next_jobs(
     driver: Driver,
 ) -> None:
-    await driver.insert_jobs([_job(i) for i in range(1, 8)])
+    await driver.insert_jobs([new_job(i) for i in range(1, 8)])
     first = await driver.advance([], [1, 2, 3, 4], "A", 2000)
     assert sorted(j.id for j in first.started) == [1, 2, 3, 4]
     assert all(j.attempts == 1 for j in first.started)
@@ -63,7 +56,7 @@ async def test_one_step_writes_every_kind_of_outcome_and_starts_the_next_jobs(
 async def test_a_fenced_outcome_is_not_written_but_the_starts_still_happen(
     driver: Driver,
 ) -> None:
-    await driver.insert_jobs([_job(1), _job(2)])
+    await driver.insert_jobs([new_job(1), new_job(2)])
     await driver.advance([], [1], "A", 2000)
     # A stale attempt number and another owner: neither may write job 1's outcome.
     stale = [Outcome(1, 2, "complete", 3000), Outcome(1, 1, "complete", 3000)]

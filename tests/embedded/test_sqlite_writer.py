@@ -6,16 +6,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from shardq.drivers.base import NewJob, Outcome
+from shardq.drivers.base import Outcome
 from shardq.drivers.sqlite import SQLiteDriver
-
-
-def _job(i: int) -> NewJob:
-    return NewJob(
-        id=i, type="t", payload="{}", priority=2, key=None, shard=0, dedupe_key=None,
-        max_attempts=3, timeout=None, duration="short", batch_id=None, run_at=1000,
-        created_at=1000, context=None,
-    )  # fmt: skip
+from tests.rows import new_job
 
 
 async def test_a_step_waits_off_the_event_loop_while_another_process_holds_the_write_lock(
@@ -26,7 +19,7 @@ async def test_a_step_waits_off_the_event_loop_while_another_process_holds_the_w
     await driver.open()
     other = sqlite3.connect(path, isolation_level=None)
     try:
-        await driver.insert_jobs([_job(1), _job(2)])
+        await driver.insert_jobs([new_job(1), new_job(2)])
         other.execute("BEGIN IMMEDIATE")  # another process is writing
         step = asyncio.ensure_future(driver.advance([], [1, 2], "A", 2000))
         # The loop keeps running while the step waits for the lock.
@@ -50,13 +43,13 @@ async def test_the_write_ahead_log_is_checkpointed_as_steps_commit(tmp_path: Pat
     driver = SQLiteDriver(f"sqlite:///{path}", runner=True)
     await driver.open()
     try:
-        await driver.insert_jobs([_job(i) for i in range(1, 401)])
+        await driver.insert_jobs([new_job(i) for i in range(1, 401)])
         for i in range(1, 401):
             await driver.advance([], [i], "A", 2000)
             await driver.advance([Outcome(i, 1, "complete", 3000)], [], "A", 3000)
         # Checkpoints run on the writer thread; a batch too big to commit on the event loop
         # goes there too, after them.
-        await driver.insert_jobs([_job(i) for i in range(1000, 1300)])
+        await driver.insert_jobs([new_job(i) for i in range(1000, 1300)])
         reader = sqlite3.connect(path)
         try:
             busy, log_pages, checkpointed = reader.execute(
