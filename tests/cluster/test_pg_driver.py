@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from shardq import JobService
+from shardq.drivers._sql import migrations
 from shardq.drivers.base import Outcome
 from shardq.drivers.postgres import PostgresDriver
 from shardq.drivers.postgres.driver import submitted_payloads
@@ -47,6 +48,43 @@ async def test_migrations_are_applied_once_by_concurrent_starters(pg_url: str) -
         assert await drivers[0].migrate() == []
     finally:
         await asyncio.gather(*(d.close() for d in drivers))
+
+
+async def test_an_upgraded_database_keeps_its_queued_and_running_jobs(pg_url: str) -> None:
+    """A database written before migration 3 (job_queue) still runs and recovers its jobs."""
+    db = await asyncpg.connect(pg_url)
+    try:
+        await db.execute(
+            "CREATE TABLE shardq_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        )
+        for version, sql in migrations("shardq.drivers.postgres"):
+            if version <= 2:
+                await db.execute(sql)
+                await db.execute("INSERT INTO shardq_migrations VALUES ($1, 0)", version)
+        for i, state in ((1, "queued"), (2, "processing"), (3, "complete")):
+            await db.execute(
+                "INSERT INTO jobs (id, type, payload, priority, state, shard, max_attempts,"
+                " duration, run_at, created_at, updated_at, owner, history) VALUES ($1, 't',"
+                " '{}', 2, $2, 5, 3, 'short', 1000, 1000, 1000, $3, '[]')",
+                i,
+                state,
+                "old-runner" if state == "processing" else None,
+            )
+    finally:
+        await db.close()
+    d = PostgresDriver(pg_url, runner=True)
+    await d.open()
+    try:
+        assert [r.id for r in await d.load_ready(None, 2, 5000, 10)] == [1]
+        assert await d.recover({5}, 6000) == 1
+        assert [r.id for r in await d.load_ready(None, 2, 7000, 10)] == [1, 2]
+        started = (await d.advance([], [1, 2], "A", 7000)).started
+        done = [Outcome(s.id, s.attempts, "complete", 8000) for s in started]
+        assert sorted((await d.advance(done, [], "A", 8000)).written) == [1, 2]
+        assert await d.load_ready(None, 2, 9000, 10) == []
+        assert await d.count_by_state() == {"complete": 3}
+    finally:
+        await d.close()
 
 
 async def test_dedupe_is_atomic_across_processes(pg_url: str) -> None:

@@ -53,6 +53,11 @@ _MAX_CHUNKS = 8
 _MAX_TRACKED = 100_000
 
 _REF = "id, priority, run_at, key, shard"
+# Queued jobs are found through job_queue (which also holds the processing ones).
+_QUEUED = (
+    "SELECT q.id, q.priority, q.run_at, q.key, q.shard FROM job_queue q"
+    " JOIN jobs j ON j.id = q.id WHERE j.state = 'queued'"
+)
 _STARTED = (
     "id, type, payload, priority, key, shard, attempts, max_attempts, timeout, duration,"
     " run_at, created_at, context"
@@ -72,12 +77,16 @@ _INSERT = (
     f" jsonb_build_array(jsonb_build_array('queued', created_at, NULL)) FROM {_UNNEST_NEW}"
     " ORDER BY ord"
 )
+# Every inserted job also gets its row in job_queue (migration 3 says why).
+_ENQUEUE = "q AS (INSERT INTO job_queue SELECT id, priority, run_at, key, shard FROM ins)"
 # A plain batch and its notifications in one statement, so one round trip and one commit.
 _INSERT_PLAIN = (
-    f"WITH ins AS ({_INSERT}) SELECT pg_notify('{CHANNEL}', p) FROM unnest($15::text[]) p"
+    f"WITH ins AS ({_INSERT} RETURNING id, priority, run_at, key, shard), {_ENQUEUE}"
+    f" SELECT pg_notify('{CHANNEL}', p) FROM unnest($15::text[]) p"
 )
 _INSERT_DEDUPE = (
-    f"{_INSERT} ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING RETURNING id"
+    f"WITH ins AS ({_INSERT} ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"
+    f" RETURNING id, priority, run_at, key, shard), {_ENQUEUE} SELECT id FROM ins"
 )
 _NOTIFY = f"SELECT pg_notify('{CHANNEL}', p) FROM unnest($1::text[]) p"
 
@@ -106,7 +115,8 @@ _START = (
 # out of processing clears it), failed ones also get a dead letter, and finished ones are
 # announced in chunks of ids. The fence names no state on purpose: the planner would then
 # scan the processing index and join the outcomes to it in a nested loop (quadratic in
-# the batch, 3 ms of a 5 ms step at 64 jobs); by id it looks each job up once.
+# the batch, 3 ms of a 5 ms step at 64 jobs); by id it looks each job up once. A finished
+# job leaves job_queue; a retried one moves there to its new run_at.
 _FINISH_CTES = f"""
 o AS (
     SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[],
@@ -127,7 +137,11 @@ o AS (
     FROM o
     WHERE j.id = o.id AND j.owner = $1 AND j.attempts = o.attempt
     RETURNING j.id, o.kind, o.reason, o.at, o.dlq_id, o.error, j.type, j.payload, j.priority,
-              j.key, j.attempts, j.max_attempts, j.created_at
+              j.key, j.attempts, j.max_attempts, j.created_at, o.run_at
+), done AS (
+    DELETE FROM job_queue q USING upd WHERE q.id = upd.id AND upd.kind <> 'retry'
+), again AS (
+    UPDATE job_queue q SET run_at = upd.run_at FROM upd WHERE q.id = upd.id AND upd.kind = 'retry'
 ), dlq AS (
     INSERT INTO job_dlq (id, job_id, type, payload, priority, key, reason, error, attempts,
                          max_attempts, created_at, failed_at)
@@ -243,6 +257,9 @@ class PostgresDriver:
         # Refs heard in notifications and not yet asked for: load_refs answers from here
         # without a round trip.
         self._heard: dict[int, JobRef] = {}
+        # Jobs this runner started whose outcome has not been written: a shard hand-over
+        # waits for those of its shard (looked up by id, not by scanning the shard).
+        self._running: set[int] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -334,6 +351,7 @@ class PostgresDriver:
             heartbeat=self._heartbeat,
             handover_timeout=self._handover_timeout,
             server_settings=self._settings,
+            running=lambda: self._running,
         )
         return self._locks
 
@@ -461,9 +479,8 @@ class PostgresDriver:
         if shards is not None and not shards:
             return []
         rows = await self.pool.fetch(
-            f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key IS NULL AND priority = $1"
-            " AND run_at <= $2 AND ($3::int[] IS NULL OR shard = ANY($3::int[]))"
-            " ORDER BY id LIMIT $4",
+            f"{_QUEUED} AND q.key IS NULL AND q.priority = $1 AND q.run_at <= $2"
+            " AND ($3::int[] IS NULL OR q.shard = ANY($3::int[])) ORDER BY q.id LIMIT $4",
             priority,
             now,
             None if shards is None else list(shards),
@@ -477,8 +494,8 @@ class PostgresDriver:
         if shards is not None and not shards:
             return []
         rows = await self.pool.fetch(
-            f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key IS NULL AND run_at > $1"
-            " AND ($2::int[] IS NULL OR shard = ANY($2::int[])) ORDER BY run_at LIMIT $3",
+            f"{_QUEUED} AND q.key IS NULL AND q.run_at > $1"
+            " AND ($2::int[] IS NULL OR q.shard = ANY($2::int[])) ORDER BY q.run_at LIMIT $3",
             now,
             None if shards is None else list(shards),
             limit,
@@ -489,8 +506,9 @@ class PostgresDriver:
         if shards is not None and not shards:
             return []
         rows = await self.pool.fetch(
-            "SELECT DISTINCT key FROM jobs WHERE state = 'queued' AND key IS NOT NULL"
-            " AND ($1::int[] IS NULL OR shard = ANY($1::int[])) LIMIT $2",
+            "SELECT DISTINCT q.key FROM job_queue q JOIN jobs j ON j.id = q.id"
+            " WHERE j.state = 'queued' AND q.key IS NOT NULL"
+            " AND ($1::int[] IS NULL OR q.shard = ANY($1::int[])) LIMIT $2",
             None if shards is None else list(shards),
             limit,
         )
@@ -498,7 +516,7 @@ class PostgresDriver:
 
     async def load_mailbox(self, key: str, limit: int) -> list[JobRef]:
         rows = await self.pool.fetch(
-            f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key = $1 ORDER BY id LIMIT $2",
+            f"{_QUEUED} AND q.key = $1 ORDER BY q.id LIMIT $2",
             key,
             limit,
         )
@@ -513,6 +531,7 @@ class PostgresDriver:
             if not start:
                 return Advanced([], [])
             rows = await self.pool.fetch(_START, list(start), owner, now)
+            self._running.update(r[0] for r in rows)
             return Advanced([], [StartedJob(*r) for r in rows])
         columns = (
             [o.id for o in outcomes],
@@ -533,6 +552,9 @@ class PostgresDriver:
             rows = await self.pool.fetch(_FINISH, owner, *columns)
             written = [r[0] for r in rows if r[0] is not None]
             started = []
+        # Every outcome ends its attempt, written or fenced off.
+        self._running.difference_update(o.id for o in outcomes)
+        self._running.update(s.id for s in started)
         if self._locks is not None:
             self._locks.jobs_finished()
         return Advanced(written, started)
@@ -541,21 +563,26 @@ class PostgresDriver:
         if shards is not None and not shards:
             return 0
         scope = None if shards is None else list(shards)
-        in_scope = "($1::int[] IS NULL OR shard = ANY($1::int[]))"
+        in_scope = (
+            "id IN (SELECT id FROM job_queue WHERE $1::int[] IS NULL OR shard = ANY($1::int[]))"
+        )
         async with self.pool.acquire() as c, c.transaction():
             cancelled = await c.fetch(
-                "UPDATE jobs SET state = 'cancelled', finished_at = $2, updated_at = $2,"
-                f" owner = NULL, {_append('$3::text', '$2::bigint', '$4::text')}"
-                f" WHERE state = 'processing' AND cancel_requested AND {in_scope} RETURNING id",
+                "WITH u AS (UPDATE jobs SET state = 'cancelled', finished_at = $2,"
+                f" updated_at = $2, owner = NULL, {_append('$3::text', '$2::bigint', '$4::text')}"
+                f" WHERE state = 'processing' AND cancel_requested AND {in_scope} RETURNING id),"
+                " d AS (DELETE FROM job_queue q USING u WHERE q.id = u.id) SELECT id FROM u",
                 scope,
                 now,
                 "cancelled",
                 "cancelled while its runner was down",
             )
-            requeued = await c.execute(
-                "UPDATE jobs SET state = 'queued', run_at = $2, updated_at = $2, owner = NULL,"
-                f" {_append('$3::text', '$2::bigint', '$4::text')}"
-                f" WHERE state = 'processing' AND {in_scope}",
+            requeued = await c.fetchval(
+                "WITH u AS (UPDATE jobs SET state = 'queued', run_at = $2, updated_at = $2,"
+                f" owner = NULL, {_append('$3::text', '$2::bigint', '$4::text')}"
+                f" WHERE state = 'processing' AND {in_scope} RETURNING id),"
+                " q AS (UPDATE job_queue q SET run_at = $2 FROM u WHERE q.id = u.id)"
+                " SELECT count(*) FROM u",
                 scope,
                 now,
                 "queued",
@@ -566,7 +593,7 @@ class PostgresDriver:
                     _NOTIFY, ["f" + json.dumps([r[0] for r in cancelled[i : i + 300]])
                               for i in range(0, len(cancelled), 300)]
                 )  # fmt: skip
-        return len(cancelled) + int(requeued.split()[-1])
+        return len(cancelled) + int(requeued)
 
     # -- reads for everyone --------------------------------------------------------------
 
@@ -590,7 +617,9 @@ class PostgresDriver:
             " owner = CASE state WHEN 'queued' THEN NULL ELSE owner END,"
             " history = CASE state WHEN 'queued' THEN history || jsonb_build_array("
             " jsonb_build_array('cancelled', $2::bigint, NULL)) ELSE history END"
-            " WHERE id = $1 AND state IN ('queued', 'processing') RETURNING state)"
+            " WHERE id = $1 AND state IN ('queued', 'processing') RETURNING state),"
+            " d AS (DELETE FROM job_queue WHERE id = $1"
+            " AND EXISTS (SELECT 1 FROM u WHERE u.state = 'cancelled'))"
             f" SELECT u.state, pg_notify('{CHANNEL}',"
             " CASE u.state WHEN 'cancelled' THEN 'f' ELSE 'c' END || json_build_array($1::bigint)::text)"
             " FROM u",
@@ -649,8 +678,8 @@ class PostgresDriver:
     async def prune(self, finished_before: int, dlq_before: int, limit: int) -> int:
         async with self.pool.acquire() as c, c.transaction():
             jobs = await c.execute(
-                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
-                " WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT $2)",
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE created_at < $1"
+                " AND finished_at < $1 ORDER BY created_at LIMIT $2)",
                 finished_before,
                 limit,
             )
@@ -668,7 +697,8 @@ class PostgresDriver:
 
     async def count_queued_by_priority(self) -> dict[int, int]:
         rows = await self.pool.fetch(
-            "SELECT priority, count(*) FROM jobs WHERE state = 'queued' GROUP BY priority"
+            "SELECT q.priority, count(*) FROM job_queue q JOIN jobs j ON j.id = q.id"
+            " WHERE j.state = 'queued' GROUP BY q.priority"
         )
         return {r[0]: r[1] for r in rows}
 

@@ -68,7 +68,9 @@ class ShardLocks:
 
     ``heartbeat`` is the interval of the liveness statement, ``op_timeout`` bounds every lock
     operation, and ``handover_timeout`` bounds how long a shard being handed over waits for
-    its running jobs before they are interrupted.
+    its running jobs before they are interrupted. ``running`` tells the ids of the jobs this
+    runner has started and not yet finished: a shard being handed over is busy while one of
+    them is still processing there under this runner.
     """
 
     def __init__(
@@ -84,8 +86,10 @@ class ShardLocks:
         op_timeout: float = 2.0,
         handover_timeout: float = 30.0,
         server_settings: dict[str, str] | None = None,
+        running: Callable[[], Collection[int]] = frozenset,
     ) -> None:
         self.token = token
+        self._running = running
         self._dsn = dsn
         self._shards = shards
         self._app = app
@@ -305,10 +309,11 @@ class ShardLocks:
                 r[0]
                 for r in await self._bounded(
                     conn.fetch(
-                        "SELECT DISTINCT shard FROM jobs WHERE state = 'processing'"
-                        " AND owner = $1 AND shard = ANY($2::int[])",
+                        "SELECT DISTINCT shard FROM jobs WHERE id = ANY($3::bigint[])"
+                        " AND state = 'processing' AND owner = $1 AND shard = ANY($2::int[])",
                         self.token,
                         sorted(self._releasing),
+                        list(self._running()),
                     )
                 )
             }
