@@ -46,8 +46,12 @@ _CHUNK = 900
 _BUSY_MS = 10_000
 #: A runner step touching at most this many rows commits on the event loop itself.
 _INLINE_ROWS = 256
-#: Commits between two checkpoints of the write-ahead log (run on the writer thread).
+#: Commits between two checkpoints of the write-ahead log (run on their own connection).
 _CHECKPOINT_EVERY = 64
+#: Frames (pages) in the write-ahead log past which a checkpoint makes it start over.
+_RESTART_FRAMES = 16_384
+#: Frames left for the checkpoint that holds commits off (see ``SQLiteDriver._checkpoint``).
+_TAIL_FRAMES = 256
 _REF = "id, priority, run_at, key, shard"
 _INSERT = (
     "INSERT INTO jobs (id, type, payload, priority, state, key, shard, dedupe_key, max_attempts,"
@@ -116,6 +120,13 @@ class SQLiteDriver:
         # that commit on the event loop.
         self._wlock = threading.Lock()
         self._commits = 0
+        # Checkpoints have their own connection and thread: a PASSIVE checkpoint takes no
+        # write lock, so commits (on the loop or the writer thread) wait for one only while
+        # it copies its last frames before the log starts over (see ``_checkpoint``).
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="shardq-sqlite-ck")
+        self._ck: sqlite3.Connection | None = None
+        self._checkpointing = False
+        self._closed = False
         self._r: sqlite3.Connection | None = None
         self._lock = RunnerLock(self.path)
         self._listener: Listener | None = None
@@ -164,6 +175,9 @@ class SQLiteDriver:
         if self._r is not None:
             r, self._r = self._r, None
             await asyncio.get_running_loop().run_in_executor(self._reader, r.close)
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._checkpointer, self._close_ck)
+        self._checkpointer.shutdown(wait=False)
         self._writer.shutdown(wait=False)
         self._reader.shutdown(wait=False)
         self._lock.release()
@@ -176,7 +190,7 @@ class SQLiteDriver:
         # take back the last commits.
         conn.execute("PRAGMA synchronous = NORMAL")
         if writer:
-            # Checkpoints run on the writer thread (``_committed``), never inside a commit
+            # Checkpoints run on their own thread (``_committed``), never inside a commit
             # made on the event loop, where they would stall it.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn
@@ -245,21 +259,44 @@ class SQLiteDriver:
         return out
 
     def _committed(self) -> None:
-        """Count a commit; every so often, checkpoint the write-ahead log on the writer
+        """Count a commit; every so often, checkpoint the write-ahead log on the checkpoint
         thread (automatic checkpoints are off, see ``_connect``)."""
         self._commits += 1
-        if self._commits >= _CHECKPOINT_EVERY:
+        if self._commits >= _CHECKPOINT_EVERY and not self._checkpointing:
             self._commits = 0
-            self._writer.submit(self._checkpoint)
+            self._checkpointing = True
+            self._checkpointer.submit(self._checkpoint)
 
     def _checkpoint(self) -> None:
-        with self._wlock:
-            if self._w is None:
+        try:
+            if self._closed:
                 return
-            try:
-                self._w.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error:
-                log.warning("checkpoint of %s failed; the next one will retry", self.path)
+            if self._ck is None:
+                self._ck = self._connect(writer=False)
+            # The log is copied while commits go on. It starts over from its beginning only
+            # after a checkpoint with no commit during it copied it in full (else it only
+            # grows). So past a size, the frames added during the copy are copied again,
+            # until few are left, and those with commits held off: a short pause (a small
+            # copy and a sync), and a rare one.
+            _, frames, copied = self._ck.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames < _RESTART_FRAMES:
+                return
+            for _ in range(4):
+                _, frames, _ = self._ck.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                added, copied = frames - copied, frames
+                if added <= _TAIL_FRAMES:
+                    break
+            with self._wlock:
+                self._ck.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            log.warning("checkpoint of %s failed; the next one will retry", self.path)
+        finally:
+            self._checkpointing = False
+
+    def _close_ck(self) -> None:
+        if self._ck is not None:
+            ck, self._ck = self._ck, None
+            ck.close()
 
     def _announce(self, kind: EventKind, ids: list[int]) -> None:
         if self._announcer is not None:
