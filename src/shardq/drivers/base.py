@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 #: Stored job states; the same words as the public statuses.
 QUEUED, PROCESSING, COMPLETE, FAILED, CANCELLED = (
@@ -41,9 +41,12 @@ class NewJob:
     context: str | None
 
 
-@dataclass(slots=True)
-class JobRef:
-    """What a runner needs to schedule a queued job, without its payload."""
+class JobRef(NamedTuple):
+    """What a runner needs to schedule a queued job, without its payload.
+
+    A tuple of plain values, which the garbage collector stops tracking: a runner holds
+    tens of thousands of them, and a full collection would otherwise walk every one.
+    """
 
     id: int
     priority: int
