@@ -15,6 +15,7 @@ import heapq
 import inspect
 import json
 import logging
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
@@ -55,6 +56,7 @@ _STATUS_OF: dict[OutcomeKind, str] = {
     "cancelled": "cancelled",
 }
 _MAX_KEYS = 10_000
+_by_priority = operator.itemgetter(1)  # JobRef.priority
 
 
 def now_ms() -> int:
@@ -99,6 +101,14 @@ class Runner:
         self._ready: list[deque[JobRef]] = [deque() for _ in range(n)]
         self._ready_unkeyed = [0] * n
         self._ready_overflow = [True] * n
+        # Reloads of a priority's window run beside the dispatch loop (one per priority at a
+        # time), so picks of other work go on meanwhile; a window is refilled once it is down
+        # to a quarter, before it runs dry.
+        self._ready_loading = [False] * n
+        self._refill_below = max(1, self._window // 4)
+        self._loads: set[asyncio.Task[None]] = set()
+        # Jobs started while a reload was in flight: its rows may show them still queued.
+        self._started_while_loading: set[int] = set()
         self._delayed: list[tuple[int, int, JobRef]] = []
         self._delayed_unkeyed = 0
         self._delayed_overflow_at: int | None = 0
@@ -155,6 +165,9 @@ class Runner:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
+        for load in list(self._loads):
+            load.cancel()
+        await asyncio.gather(*self._loads, return_exceptions=True)
         tasks = [a.task for a in self._running.values() if a.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -373,14 +386,16 @@ class Runner:
                 last = rows[-1].run_at
                 self._delayed_overflow_at = last if at is None else min(at, last)
         for p in range(len(self._ready)):
-            if self._ready_overflow[p] and self._ready_unkeyed[p] == 0:
+            if (
+                self._ready_overflow[p]
+                and self._ready_unkeyed[p] < self._refill_below
+                and not self._ready_loading[p]
+            ):
                 self._ready_overflow[p] = False
-                # Read "due" as of now, not as of the step's start: a job dropped above while
-                # an earlier read was in flight may be due only since then.
-                rows = await self._driver.load_ready(owned, p, now_ms(), self._window)
-                self.offer(rows, new=False)
-                if len(rows) >= self._window:
-                    self._ready_overflow[p] = True
+                self._ready_loading[p] = True
+                task = asyncio.create_task(self._reload_ready(p, owned))
+                self._loads.add(task)
+                task.add_done_callback(self._loads.discard)
         if self._keys_overflow and len(self._mailboxes) < _MAX_KEYS // 2:
             keys = await self._driver.load_keys(owned, _MAX_KEYS)
             self._keys_overflow = len(keys) >= _MAX_KEYS
@@ -398,6 +413,27 @@ class Runner:
                 self.offer(rows, new=False)
                 if len(rows) >= mb.capacity:
                     mb.overflow = True
+
+    async def _reload_ready(self, p: int, owned: Collection[int] | None) -> None:
+        """Read the oldest due jobs of priority ``p`` from storage into its window."""
+        try:
+            # "Due" as of now, not as of the step's start: a job dropped while an earlier
+            # read was in flight may be due only since then.
+            rows = await self._driver.load_ready(owned, p, now_ms(), self._window)
+        except Exception:
+            log.exception("reading queued jobs failed; trying again shortly")
+            self._ready_overflow[p] = True
+            await asyncio.sleep(0.5)
+        else:
+            stale = self._started_while_loading
+            self.offer((r for r in rows if r.id not in stale), new=False)
+            if len(rows) >= self._window:
+                self._ready_overflow[p] = True
+        finally:
+            self._ready_loading[p] = False
+            if not any(self._ready_loading):
+                self._started_while_loading.clear()
+            self._wake.set()
 
     async def _recount(self) -> None:
         counts = await self._driver.count_queued_by_priority()
@@ -453,31 +489,50 @@ class Runner:
             await self._catch_up(now)
             self._promote_due(now)
         batch, self._outcomes = self._outcomes, []
+        ready = self._ready[0]
+        if batch and ready and len(ready) <= self._reserve and not self._stopping:
+            # A few critical jobs wait: they start in a small transaction of their own (in the
+            # slots already free, which the reserve keeps for them), and their handlers begin
+            # before the write of a whole batch of outcomes, not after it.
+            urgent = self._pick(now, critical_only=True)
+            if urgent:
+                try:
+                    await self._advance([], urgent, now)
+                except BaseException:
+                    self._outcomes = batch + self._outcomes
+                    raise
+                await asyncio.sleep(0)
         self._free += len(batch)
         starts = [] if self._stopping else self._pick(now)
         if batch or starts:
-            try:
-                done = await self._driver.advance(
-                    [o for o, _ in batch], [r.id for r in starts], self._ownership.token, now
-                )
-            except BaseException:
-                self._restore(starts)
-                self._free -= len(batch)
-                self._outcomes = batch + self._outcomes
-                raise
-            written = set(done.written)
-            settled = now_ms()
-            mono = time.monotonic()
-            owned = self._ownership.owned()
-            for outcome, attempt in batch:
-                self._settle(outcome, attempt, outcome.id in written, settled, mono, owned)
-            if starts:
-                self._launch(starts, done.started)
-            self._metrics.running.set(len(self._running))
-            if self._outcomes or (self._free > 0 and any(self._ready)):
-                self._wake.set()
+            await self._advance(batch, starts, now)
         if self._delayed:
             self._arm_timer(time.monotonic() + max(0, self._delayed[0][0] - now_ms()) / 1000)
+
+    async def _advance(
+        self, batch: list[tuple[Outcome, _Attempt]], starts: list[JobRef], now: int
+    ) -> None:
+        """Write ``batch`` and start ``starts`` in one transaction, then settle and launch."""
+        try:
+            done = await self._driver.advance(
+                [o for o, _ in batch], [r.id for r in starts], self._ownership.token, now
+            )
+        except BaseException:
+            self._restore(starts)
+            self._free -= len(batch)
+            self._outcomes = batch + self._outcomes
+            raise
+        written = set(done.written)
+        settled = now_ms()
+        mono = time.monotonic()
+        owned = self._ownership.owned()
+        for outcome, attempt in batch:
+            self._settle(outcome, attempt, outcome.id in written, settled, mono, owned)
+        if starts:
+            self._launch(starts, done.started)
+        self._metrics.running.set(len(self._running))
+        if self._outcomes or (self._free > 0 and any(self._ready)):
+            self._wake.set()
 
     def _arm_timer(self, at: float) -> None:
         if self._timer is not None:
@@ -493,11 +548,11 @@ class Runner:
         self._timer = None
         self._wake.set()
 
-    def _pick(self, now: int) -> list[JobRef]:
+    def _pick(self, now: int, *, critical_only: bool = False) -> list[JobRef]:
         starts: list[JobRef] = []
         ready = self._ready
         owned = self._ownership.owned()
-        reserve = self._reserve
+        reserve = self._free if critical_only else self._reserve
         while self._free > 0:
             if self._free > reserve:
                 p = self._picker.pick([bool(q) for q in ready])
@@ -572,7 +627,9 @@ class Runner:
             if n:
                 self._depth_add(p, -n)
         now = now_ms()
-        for ref in starts:
+        loading = any(self._ready_loading)
+        # Tasks run in the order they are created: higher priorities' handlers go first.
+        for ref in sorted(starts, key=_by_priority):
             row = by_id.get(ref.id)
             if row is None:
                 # Cancelled (or moved) between delivery and start.
@@ -585,6 +642,8 @@ class Runner:
             ctx = JobContext(str(row.id), row.type, row.attempts, row.max_attempts, row.key)
             attempt = _Attempt(row, ctx)
             self._running[row.id] = attempt
+            if loading:
+                self._started_while_loading.add(row.id)
             attempt.task = loop.create_task(self._run(attempt))
             if row.id in self._cancel_pending:
                 self._cancel_pending.discard(row.id)

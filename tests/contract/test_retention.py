@@ -30,7 +30,8 @@ async def _gone(jobs: JobService, job_id: str, timeout: float) -> None:
 async def test_finished_jobs_are_pruned_and_their_dedupe_key_released(
     make_service: ServiceFactory,
 ) -> None:
-    jobs = make_service(retention=0.05, dlq_retention=0.05, prune_interval=0.05, prune_batch=2)
+    # Retention long enough that every job is still there when its wait() reads it.
+    jobs = make_service(retention=1.0, dlq_retention=1.0, prune_interval=0.05, prune_batch=2)
 
     @jobs.handler("t")
     async def t(p: Any) -> str:
