@@ -87,6 +87,27 @@ async def test_an_upgraded_database_keeps_its_queued_and_running_jobs(pg_url: st
         await d.close()
 
 
+async def test_the_job_tables_are_analysed_as_inserts_grow_them(driver: PostgresDriver) -> None:
+    """Plans cached while the table was small are remade: without it, a runner that started
+    on an empty table would scan the whole table for every start once it is big."""
+
+    async def analysed() -> bool:
+        n = await driver.pool.fetchval(
+            "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('jobs', 'job_queue')"
+            " AND last_analyze IS NOT NULL"
+        )
+        return bool(n == 2)
+
+    await driver.insert_jobs([new_job(i) for i in range(1, 500)])
+    assert not await analysed()
+    await driver.insert_jobs([new_job(i) for i in range(500, 1200)])
+    await eventually(analysed, what="the job tables to be analysed")
+    plan = await driver.pool.fetch(
+        "EXPLAIN SELECT id FROM jobs WHERE state = 'queued' AND id = ANY($1::bigint[])", [1, 2]
+    )
+    assert "Index" in plan[0][0]
+
+
 async def test_dedupe_is_atomic_across_processes(pg_url: str) -> None:
     services = [JobService(pg_url, runner=False) for _ in range(4)]
     for s in services:

@@ -7,7 +7,10 @@ every process ``LISTEN``s on one dedicated connection. Shard ownership is in ``s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import os
 import socket
 import uuid
@@ -41,6 +44,8 @@ from ..base import (
 from .notifier import Notifier
 from .shard_locks import ShardLocks
 
+log = logging.getLogger("shardq.postgres")
+
 #: The channel every job notification goes to.
 CHANNEL = "shardq_jobs"
 #: Advisory lock key (with the xact lock's second key 0) that serialises migrations.
@@ -51,6 +56,8 @@ _PAYLOAD_BYTES = 7000
 _MAX_CHUNKS = 8
 #: Bounds of the in-memory bookkeeping of notifications.
 _MAX_TRACKED = 100_000
+#: Jobs inserted (beyond the table's size at the last analysis) before it is analysed again.
+_ANALYZE_AFTER = 1_000
 
 _REF = "id, priority, run_at, key, shard"
 # Queued jobs are found through job_queue (which also holds the processing ones).
@@ -260,6 +267,13 @@ class PostgresDriver:
         # Jobs this runner started whose outcome has not been written: a shard hand-over
         # waits for those of its shard (looked up by id, not by scanning the shard).
         self._running: set[int] = set()
+        # Statements are prepared once per connection and their plans are cached. A plan
+        # made while the table was small (a sequential scan) stays cached as the table grows,
+        # unless the table is analysed; autovacuum does that, but may be off or late. So a
+        # process analyses the tables each time its own inserts have doubled them.
+        self._rows_analysed = 0.0
+        self._inserted = 0
+        self._analysing: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -277,6 +291,10 @@ class PostgresDriver:
         )
         try:
             await self.migrate()
+            self._rows_analysed = max(
+                0.0,
+                await self.pool.fetchval("SELECT reltuples FROM pg_class WHERE relname = 'jobs'"),
+            )
             self._notifier = Notifier(
                 self.url,
                 CHANNEL,
@@ -290,6 +308,11 @@ class PostgresDriver:
             raise
 
     async def close(self) -> None:
+        if self._analysing is not None:
+            self._analysing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._analysing
+            self._analysing = None
         if self._notifier is not None:
             await self._notifier.close()
             self._notifier = None
@@ -390,6 +413,24 @@ class PostgresDriver:
             if ids:
                 handler("submitted", ids)
 
+    def _count_inserted(self, n: int) -> None:
+        self._inserted += n
+        if self._inserted >= _ANALYZE_AFTER + self._rows_analysed and self._analysing is None:
+            self._analysing = asyncio.get_running_loop().create_task(self._analyse())
+
+    async def _analyse(self) -> None:
+        """Refresh the planner's statistics of the job tables (cached plans are remade)."""
+        try:
+            async with self.pool.acquire() as c:
+                await c.execute("ANALYZE jobs, job_queue")
+                rows = await c.fetchval("SELECT reltuples FROM pg_class WHERE relname = 'jobs'")
+            self._rows_analysed = max(0.0, rows)
+            self._inserted = 0
+        except (asyncpg.PostgresError, OSError) as e:
+            log.warning("analysing the job tables failed (%s); the next inserts retry", e)
+        finally:
+            self._analysing = None
+
     def _track_own(self, ids: Sequence[int]) -> None:
         if self.runner:
             if len(self._own) + len(ids) > _MAX_TRACKED:
@@ -409,10 +450,12 @@ class PostgresDriver:
             except BaseException:
                 self._own.difference_update(j.id for j in jobs)
                 raise
+            self._count_inserted(len(jobs))
             return [(j.id, False) for j in jobs]
         for _ in range(3):
             result = await self._insert_dedupe(jobs, arrays)
             if result is not None:
+                self._count_inserted(sum(1 for _, duplicate in result if not duplicate))
                 return result
         raise RuntimeError("dedupe holders kept disappearing while inserting; try again")
 
