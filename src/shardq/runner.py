@@ -127,6 +127,8 @@ class Runner:
         self._reserve = config.concurrency // 16
         self._picker = WeightedPicker([PRIORITY_WEIGHTS[p] for p in PRIORITIES])
         self._outcomes: list[tuple[Outcome, _Attempt]] = []
+        self._stepping = False
+        self._express: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -168,6 +170,9 @@ class Runner:
         for load in list(self._loads):
             load.cancel()
         await asyncio.gather(*self._loads, return_exceptions=True)
+        if self._express is not None:
+            # Whatever it starts is drained below with the rest.
+            await asyncio.gather(self._express, return_exceptions=True)
         tasks = [a.task for a in self._running.values() if a.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -219,6 +224,16 @@ class Runner:
                 self._depth_add(p, n)
         if added:
             self._wake.set()
+            if (
+                self._stepping
+                and self._ready[0]
+                and self._free > 0
+                and self._express is None
+                and not self._stopping
+            ):
+                # A step is writing (on a server, that takes a round trip or more): start
+                # the critical arrivals beside it rather than after it.
+                self._express = asyncio.get_running_loop().create_task(self._start_urgent())
 
     def on_event(self, kind: EventKind, ids: list[int]) -> None:
         """A notification from another process."""
@@ -464,7 +479,11 @@ class Runner:
             if self._stopping and not self._outcomes and not self._running:
                 return
             try:
-                await self._step()
+                self._stepping = True
+                try:
+                    await self._step()
+                finally:
+                    self._stepping = False
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -508,6 +527,18 @@ class Runner:
             await self._advance(batch, starts, now)
         if self._delayed:
             self._arm_timer(time.monotonic() + max(0, self._delayed[0][0] - now_ms()) / 1000)
+
+    async def _start_urgent(self) -> None:
+        """Start the critical jobs waiting, in a transaction of their own."""
+        try:
+            urgent = self._pick(now_ms(), critical_only=True)
+            if urgent:
+                await self._advance([], urgent, now_ms())
+        except Exception:
+            # The picks are back in memory; the next step starts them.
+            log.exception("starting critical jobs failed")
+        finally:
+            self._express = None
 
     async def _advance(
         self, batch: list[tuple[Outcome, _Attempt]], starts: list[JobRef], now: int
