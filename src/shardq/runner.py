@@ -513,13 +513,12 @@ class Runner:
             # A few critical jobs wait: they start in a small transaction of their own (in the
             # slots already free, which the reserve keeps for them), and their handlers begin
             # before the write of a whole batch of outcomes, not after it.
-            urgent = self._pick(now, critical_only=True)
-            if urgent:
-                try:
-                    await self._advance([], urgent, now)
-                except BaseException:
-                    self._outcomes = batch + self._outcomes
-                    raise
+            try:
+                started = await self._advance_urgent(now)
+            except BaseException:
+                self._outcomes = batch + self._outcomes
+                raise
+            if started:
                 await asyncio.sleep(0)
         self._free += len(batch)
         starts = [] if self._stopping else self._pick(now)
@@ -528,12 +527,18 @@ class Runner:
         if self._delayed:
             self._arm_timer(time.monotonic() + max(0, self._delayed[0][0] - now_ms()) / 1000)
 
+    async def _advance_urgent(self, now: int) -> bool:
+        """Start the critical jobs waiting (in the slots free now) in a transaction of their
+        own; False if there were none to start."""
+        urgent = self._pick(now, critical_only=True)
+        if urgent:
+            await self._advance([], urgent, now)
+        return bool(urgent)
+
     async def _start_urgent(self) -> None:
-        """Start the critical jobs waiting, in a transaction of their own."""
+        """The task form of ``_advance_urgent``, beside a step in flight."""
         try:
-            urgent = self._pick(now_ms(), critical_only=True)
-            if urgent:
-                await self._advance([], urgent, now_ms())
+            await self._advance_urgent(now_ms())
         except Exception:
             # The picks are back in memory; the next step starts them.
             log.exception("starting critical jobs failed")
