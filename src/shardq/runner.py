@@ -56,6 +56,8 @@ _STATUS_OF: dict[OutcomeKind, str] = {
     "cancelled": "cancelled",
 }
 _MAX_KEYS = 10_000
+# Rows per read when a priority's window is reloaded from storage.
+_RELOAD_CHUNK = 1_000
 _by_priority = operator.itemgetter(1)  # JobRef.priority
 
 
@@ -107,8 +109,9 @@ class Runner:
         self._ready_loading = [False] * n
         self._refill_below = max(1, self._window // 4)
         self._loads: set[asyncio.Task[None]] = set()
-        # Jobs started while a reload was in flight: its rows may show them still queued.
-        self._started_while_loading: set[int] = set()
+        # Jobs started or finished while a reload was in flight: its rows may show them
+        # still queued, or (job_queue holds processing jobs too) unfinished.
+        self._stale_while_loading: set[int] = set()
         self._delayed: list[tuple[int, int, JobRef]] = []
         self._delayed_unkeyed = 0
         self._delayed_overflow_at: int | None = 0
@@ -430,24 +433,38 @@ class Runner:
                     mb.overflow = True
 
     async def _reload_ready(self, p: int, owned: Collection[int] | None) -> None:
-        """Read the oldest due jobs of priority ``p`` from storage into its window."""
+        """Read the oldest due jobs of priority ``p`` from storage into its window.
+
+        The read goes in chunks, each taken into memory before the next is asked for: a
+        whole window at once holds the event loop (decoding, placing) and the server for
+        tens of milliseconds, and critical jobs arriving meanwhile wait that long. The
+        overflow mark is cleared before every chunk, so a job committed during the reload
+        is either in a later chunk or taken into memory as it arrives.
+        """
+        chunk = min(_RELOAD_CHUNK, self._window)
+        after = 0
         try:
-            # "Due" as of now, not as of the step's start: a job dropped while an earlier
-            # read was in flight may be due only since then.
-            rows = await self._driver.load_ready(owned, p, now_ms(), self._window)
+            while True:
+                self._ready_overflow[p] = False
+                # "Due" as of now, not as of the step's start: a job dropped while an
+                # earlier read was in flight may be due only since then.
+                rows = await self._driver.load_ready(owned, p, now_ms(), chunk, after)
+                stale = self._stale_while_loading
+                self.offer((r for r in rows if r.id not in stale), new=False)
+                if len(rows) < chunk:
+                    break
+                if self._ready_overflow[p] or self._ready_unkeyed[p] >= self._window:
+                    self._ready_overflow[p] = True
+                    break
+                after = rows[-1].id
         except Exception:
             log.exception("reading queued jobs failed; trying again shortly")
             self._ready_overflow[p] = True
             await asyncio.sleep(0.5)
-        else:
-            stale = self._started_while_loading
-            self.offer((r for r in rows if r.id not in stale), new=False)
-            if len(rows) >= self._window:
-                self._ready_overflow[p] = True
         finally:
             self._ready_loading[p] = False
             if not any(self._ready_loading):
-                self._started_while_loading.clear()
+                self._stale_while_loading.clear()
             self._wake.set()
 
     async def _recount(self) -> None:
@@ -562,6 +579,8 @@ class Runner:
         settled = now_ms()
         mono = time.monotonic()
         owned = self._ownership.owned()
+        if any(self._ready_loading):
+            self._stale_while_loading.update(o.id for o, _ in batch)
         for outcome, attempt in batch:
             self._settle(outcome, attempt, outcome.id in written, settled, mono, owned)
         if starts:
@@ -679,7 +698,7 @@ class Runner:
             attempt = _Attempt(row, ctx)
             self._running[row.id] = attempt
             if loading:
-                self._started_while_loading.add(row.id)
+                self._stale_while_loading.add(row.id)
             attempt.task = loop.create_task(self._run(attempt))
             if row.id in self._cancel_pending:
                 self._cancel_pending.discard(row.id)

@@ -75,3 +75,20 @@ async def test_more_jobs_than_the_in_memory_window_all_run(make_service: Service
             assert (await jobs.wait(job_id, timeout=30)).status == "complete"
     assert sorted(done) == list(range(200)) + [1000 + i for i in range(20)]
     assert [d for d in done if isinstance(d, int) and d >= 1000] == [1000 + i for i in range(20)]
+
+
+async def test_a_backlog_read_in_chunks_while_jobs_arrive_runs_each_job_once(
+    make_service: ServiceFactory,
+) -> None:
+    # The window holds several reload chunks, and more jobs arrive while it is reloaded.
+    jobs = make_service(concurrency=32, ready_window=2_500)
+    runs: dict[int, int] = defaultdict(int)
+    jobs.register_handler("t", lambda n: runs.__setitem__(n, runs[n] + 1))
+    async with jobs:
+        ids = await jobs.submit("t", list(range(6_000)), priority="low")
+        for start in range(6_000, 9_000, 500):
+            ids += await jobs.submit("t", list(range(start, start + 500)), priority="low")
+        for job_id in ids:
+            assert (await jobs.wait(job_id, timeout=60)).status == "complete"
+    assert sorted(runs) == list(range(9_000))
+    assert set(runs.values()) == {1}

@@ -30,12 +30,17 @@ async def test_a_critical_job_starts_while_the_low_backlog_is_being_read(
     read = SQLiteDriver.load_ready
 
     async def slow_read(
-        self: SQLiteDriver, shards: Collection[int] | None, priority: int, now: int, limit: int
+        self: SQLiteDriver,
+        shards: Collection[int] | None,
+        priority: int,
+        now: int,
+        limit: int,
+        after: int = 0,
     ) -> list[JobRef]:
         if priority == LOW and not release.is_set():
             reading.set()
             await release.wait()
-        return await read(self, shards, priority, now, limit)
+        return await read(self, shards, priority, now, limit, after)
 
     monkeypatch.setattr(SQLiteDriver, "load_ready", slow_read)
 

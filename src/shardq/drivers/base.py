@@ -229,9 +229,11 @@ class Driver(Protocol):
         """The queued jobs among ``ids``."""
 
     async def load_ready(
-        self, shards: Collection[int] | None, priority: int, now: int, limit: int
+        self, shards: Collection[int] | None, priority: int, now: int, limit: int, after: int = 0
     ) -> list[JobRef]:
-        """Queued unkeyed jobs of ``priority`` due by ``now``, oldest id first."""
+        """Unfinished unkeyed jobs of ``priority`` due by ``now`` with ids above ``after``,
+        oldest id first: the queued ones, and possibly some being processed (a driver may
+        skip the check; the runner knows its own, and a start of any other is refused)."""
 
     async def load_delayed(
         self, shards: Collection[int] | None, now: int, limit: int

@@ -382,13 +382,14 @@ class SQLiteDriver:
         return await self._read(run)
 
     async def load_ready(
-        self, shards: Collection[int] | None, priority: int, now: int, limit: int
+        self, shards: Collection[int] | None, priority: int, now: int, limit: int, after: int = 0
     ) -> list[JobRef]:
         sql = (
             f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key IS NULL AND priority = ?"
-            " AND run_at <= ? ORDER BY id LIMIT ?"
+            " AND id > ? AND run_at <= ? ORDER BY id LIMIT ?"
         )
-        return await self._read(lambda c: [_ref(r) for r in c.execute(sql, (priority, now, limit))])
+        args = (priority, after, now, limit)
+        return await self._read(lambda c: [_ref(r) for r in c.execute(sql, args)])
 
     async def load_delayed(
         self, shards: Collection[int] | None, now: int, limit: int
