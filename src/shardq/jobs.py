@@ -47,6 +47,8 @@ from .runner import Handler, Runner, now_ms
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 _MAX_NAME = 255
+# One encoder for every payload: json.dumps with options builds a new one per call.
+_PAYLOAD_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 #: The longest delay or timeout accepted (ten years), well inside 64-bit milliseconds.
 MAX_SECONDS = 10 * 365 * 86_400.0
 
@@ -360,10 +362,10 @@ class JobService:
                 None, f"timeout must be a positive number of seconds up to ten years, got {t!r}"
             )
         try:
-            encoded = json.dumps(spec.payload, allow_nan=False, separators=(",", ":"))
+            encoded = _PAYLOAD_JSON.encode(spec.payload)
         except (TypeError, ValueError) as e:
             raise JobError.from_validation(None, f"payload is not JSON-serialisable: {e}") from e
-        size = len(encoded.encode())
+        size = len(encoded)  # ASCII (the encoder escapes the rest): characters are bytes
         if size > self.config.max_payload_bytes:
             raise JobError.from_validation(
                 None,

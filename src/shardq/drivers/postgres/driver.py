@@ -215,7 +215,8 @@ def submitted_payloads(jobs: Sequence[NewJob]) -> list[str]:
     parts: list[str] = []
     size = 1
     for j in jobs:
-        item = json.dumps([j.id, j.shard, j.priority, j.run_at, j.key], separators=(",", ":"))
+        key = "null" if j.key is None else json.dumps(j.key)
+        item = f"[{j.id},{j.shard},{j.priority},{j.run_at},{key}]"
         n = len(item.encode()) + 1
         if parts and size + n + 1 > _PAYLOAD_BYTES:
             out.append("s[" + ",".join(parts) + "]")
