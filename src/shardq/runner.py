@@ -116,6 +116,12 @@ class Runner:
         self._delayed_unkeyed = 0
         self._delayed_overflow_at: int | None = 0
         self._mailboxes: dict[str, Mailbox] = {}
+        # Keys whose mailbox ran empty while storage holds more of their jobs, for the next
+        # step to read (so a step never walks every mailbox to find them). Kept in the order
+        # they ran empty, which is about id order: their jobs then start in id order, and
+        # the writes that start them touch neighbouring pages (in hash order, SQLite
+        # processed a 1,000-key backlog 25% slower).
+        self._to_refill: dict[str, None] = {}
         self._keys_overflow = True
         self._known: set[int] = set()
         self._running: dict[int, _Attempt] = {}
@@ -424,13 +430,23 @@ class Runner:
                         key, self._config.mailbox_capacity, time.monotonic()
                     )
                 mb.overflow = True
-        for mb in list(self._mailboxes.values()):
-            if mb.needs_refill():
-                mb.overflow = False
-                rows = await self._driver.load_mailbox(mb.key, mb.capacity)
-                self.offer(rows, new=False)
-                if len(rows) >= mb.capacity:
-                    mb.overflow = True
+                if mb.needs_refill():
+                    self._to_refill[key] = None
+        for key in list(self._to_refill):
+            mb = self._mailboxes.get(key)
+            if mb is None or not mb.needs_refill():
+                self._to_refill.pop(key, None)
+                continue
+            mb.overflow = False
+            try:
+                rows = await self._driver.load_mailbox(key, mb.capacity)
+            except BaseException:
+                mb.overflow = True  # still to be read: the next step tries again
+                raise
+            self._to_refill.pop(key, None)
+            self.offer(rows, new=False)
+            if len(rows) >= mb.capacity:
+                mb.overflow = True
 
     async def _reload_ready(self, p: int, owned: Collection[int] | None) -> None:
         """Read the oldest due jobs of priority ``p`` from storage into its window.
@@ -631,6 +647,8 @@ class Runner:
                         self._schedule_mailbox(mb, now)
                     continue
                 mb.take()
+                if mb.needs_refill():
+                    self._to_refill[mb.key] = None
             self._free -= 1
             starts.append(ref)
         return starts
