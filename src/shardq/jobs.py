@@ -18,7 +18,9 @@ from typing import Any, TypeVar, overload
 
 from prometheus_client import CollectorRegistry
 
+from ._internal.attempts import Handler
 from ._internal.batching import GroupCommit
+from ._internal.clock import now_ms
 from .config import Config
 from .drivers import connect
 from .drivers.base import DeadLetterRecord, Driver, EventKind, JobFilter, JobRecord, JobRef, NewJob
@@ -42,7 +44,7 @@ from .models import (
     ms_to_datetime,
 )
 from .observe import Metrics, capture_context, submit_span
-from .runner import Handler, Runner, now_ms
+from .runner import Runner
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -3,7 +3,8 @@
 Work reaches a runner as it is committed: in-process submits hand their rows over directly,
 other processes' commits arrive as notifications. Nothing polls the database for work. The
 runner reads storage only to catch up: when it starts or gains shards, and when an in-memory
-window that overflowed has drained.
+window that overflowed has drained. What one attempt does between its start and its outcome
+(the handler call) is ``_internal.attempts``.
 """
 
 from __future__ import annotations
@@ -12,23 +13,18 @@ import asyncio
 import contextlib
 import contextvars
 import heapq
-import inspect
-import json
 import logging
 import operator
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import ProxyTracerProvider
-
+from ._internal.attempts import Attempt, AttemptRunner, Handler
 from ._internal.capacity import WeightedPicker
+from ._internal.clock import now_ms
 from .config import Config
-from .context import JobContext, reset_current, set_current
+from .context import JobContext
 from .drivers.base import (
     Driver,
     EventKind,
@@ -38,15 +34,13 @@ from .drivers.base import (
     Ownership,
     StartedJob,
 )
-from .errors import JobError
 from .ids import Snowflake
 from .mailbox import Mailbox
 from .models import PRIORITIES, PRIORITY_WEIGHTS
-from .observe import Metrics, job_span
+from .observe import Metrics
 
 log = logging.getLogger("shardq.runner")
 
-Handler = Callable[[Any], Any]
 #: Called after each transition is durable: (job id, status entered).
 TransitionCallback = Callable[[int, str], None]
 _STATUS_OF: dict[OutcomeKind, str] = {
@@ -59,21 +53,6 @@ _MAX_KEYS = 10_000
 # Rows per read when a priority's window is reloaded from storage.
 _RELOAD_CHUNK = 1_000
 _by_priority = operator.itemgetter(1)  # JobRef.priority
-
-
-def now_ms() -> int:
-    """Unix time in milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(slots=True)
-class _Attempt:
-    job: StartedJob
-    ctx: JobContext
-    task: asyncio.Task[None] | None = None
-    cancel_requested: bool = False
-    shutdown: bool = False
-    started: float = field(default_factory=time.perf_counter)
 
 
 class Runner:
@@ -92,12 +71,18 @@ class Runner:
     ) -> None:
         self._driver = driver
         self._config = config
-        self._handlers = handlers
         self._metrics = metrics
-        self._ids = ids
         self._ownership = ownership
-        self._context_vars = list(context_vars)
         self._on_transition = on_transition
+        self._attempts = AttemptRunner(
+            handlers,
+            config.retry,
+            metrics,
+            ids,
+            context_vars,
+            threads=min(32, config.concurrency),
+            finished=self._finished,
+        )
         n = len(PRIORITIES)
         self._window = config.ready_window
         self._ready: list[deque[JobRef]] = [deque() for _ in range(n)]
@@ -124,7 +109,7 @@ class Runner:
         self._to_refill: dict[str, None] = {}
         self._keys_overflow = True
         self._known: set[int] = set()
-        self._running: dict[int, _Attempt] = {}
+        self._running: dict[int, Attempt] = {}
         self._cancel_pending: set[int] = set()
         # Cancelled while queued and already taken out of the depth gauge; their refs may
         # still sit in memory until their turn comes (and is skipped).
@@ -135,7 +120,7 @@ class Runner:
         # lower priorities starts at once instead of waiting for a running job to finish.
         self._reserve = config.concurrency // 16
         self._picker = WeightedPicker([PRIORITY_WEIGHTS[p] for p in PRIORITIES])
-        self._outcomes: list[tuple[Outcome, _Attempt]] = []
+        self._outcomes: list[tuple[Outcome, Attempt]] = []
         self._stepping = False
         self._express: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -145,13 +130,8 @@ class Runner:
         self._stopping = False
         self._recount_soon = False
         self._loop_task: asyncio.Task[None] | None = None
-        self._async_handlers: dict[Handler, bool] = {}
         self._label_cache: dict[tuple[Any, tuple[str, ...]], Any] = {}
-        self._tracing_off = False
         self._maintenance: asyncio.Task[None] | None = None
-        self._pool = ThreadPoolExecutor(
-            max_workers=min(32, config.concurrency), thread_name_prefix="shardq-handler"
-        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -207,7 +187,7 @@ class Runner:
         if self._timer is not None:
             self._timer.cancel()
         await self._ownership.stop()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._attempts.shutdown()
 
     @property
     def running_count(self) -> int:
@@ -579,7 +559,7 @@ class Runner:
             self._express = None
 
     async def _advance(
-        self, batch: list[tuple[Outcome, _Attempt]], starts: list[JobRef], now: int
+        self, batch: list[tuple[Outcome, Attempt]], starts: list[JobRef], now: int
     ) -> None:
         """Write ``batch`` and start ``starts`` in one transaction, then settle and launch."""
         try:
@@ -689,7 +669,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         metrics = self._metrics
         child = self._child
-        self._tracing_off = _tracing_off()  # once per batch: it reads the environment
+        self._attempts.check_tracing()
         left = [0] * len(self._depth)
         for ref in starts:
             if ref.id in self._counted_out:
@@ -713,11 +693,11 @@ class Runner:
             due = max(row.created_at, row.run_at)
             child(metrics.start_latency, name).observe(max(0, now - due) / 1000)
             ctx = JobContext(str(row.id), row.type, row.attempts, row.max_attempts, row.key)
-            attempt = _Attempt(row, ctx)
+            attempt = Attempt(row, ctx)
             self._running[row.id] = attempt
             if loading:
                 self._stale_while_loading.add(row.id)
-            attempt.task = loop.create_task(self._run(attempt))
+            attempt.task = loop.create_task(self._attempts.run(attempt))
             if row.id in self._cancel_pending:
                 self._cancel_pending.discard(row.id)
                 self.interrupt(row.id)
@@ -735,114 +715,17 @@ class Runner:
                 self._schedule_mailbox(mb, now_ms())
         self._wake.set()
 
-    # -- running one attempt -------------------------------------------------------------
-
-    async def _run(self, attempt: _Attempt) -> None:
-        job = attempt.job
-        outcome: Outcome
-        try:
-            handler = self._handlers.get(job.type)
-            if handler is None:
-                raise JobError.from_handler_missing(str(job.id), job.type)
-            payload = json.loads(job.payload)
-            captured = json.loads(job.context) if job.context else None
-            if captured is None and self._tracing_off:
-                # Nothing to restore and no tracer to record a span: skip the span's cost.
-                if job.timeout is None and self._is_async(handler):
-                    # The common case, without the extra coroutine of ``_call``.
-                    token = set_current(attempt.ctx)
-                    try:
-                        result = await handler(payload)
-                    finally:
-                        reset_current(token)
-                else:
-                    result = await self._call(handler, payload, job.timeout, attempt.ctx)
-            else:
-                with job_span(captured, self._context_vars, job.id, job.type, job.attempts):
-                    result = await self._call(handler, payload, job.timeout, attempt.ctx)
-            try:
-                encoded = "null" if result is None else json.dumps(result, allow_nan=False)
-            except (TypeError, ValueError) as e:
-                raise JobError.from_validation(
-                    str(job.id), f"handler result is not JSON-serialisable: {e}"
-                ) from e
-            outcome = Outcome(job.id, job.attempts, "complete", now_ms(), result=encoded)
-        except asyncio.CancelledError:
-            if attempt.cancel_requested:
-                outcome = Outcome(job.id, job.attempts, "cancelled", now_ms(), error="cancelled")
-            else:
-                outcome = Outcome(
-                    job.id,
-                    job.attempts,
-                    "retry",
-                    now_ms(),
-                    error="interrupted: the runner stopped or lost the shard",
-                    run_at=now_ms(),
-                )
-        except TimeoutError:
-            outcome = self._failure(
-                job, JobError.from_timeout(str(job.id), f"after {job.timeout}s")
-            )
-        except Exception as e:
-            outcome = self._failure(job, e)
-        run_time = self._child(self._metrics.run_time, job.type)
-        run_time.observe(time.perf_counter() - attempt.started)
+    def _finished(self, outcome: Outcome, attempt: Attempt) -> None:
+        """An attempt is over: its outcome goes out with the next step."""
         self._outcomes.append((outcome, attempt))
         self._wake.set()
-
-    async def _call(
-        self, handler: Handler, payload: Any, timeout: float | None, ctx: JobContext
-    ) -> Any:
-        token = set_current(ctx)
-        try:
-            if timeout is None and self._is_async(handler):
-                return await handler(payload)
-            async with asyncio.timeout(timeout):
-                if self._is_async(handler):
-                    return await handler(payload)
-                run = contextvars.copy_context().run
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self._pool, run, handler, payload
-                )
-                if inspect.isawaitable(result):
-                    return await result
-                return result
-        except TimeoutError:
-            ctx.cancel()
-            raise
-        finally:
-            reset_current(token)
-
-    def _is_async(self, handler: Handler) -> bool:
-        """``inspect.iscoroutinefunction(handler)``, remembered per handler."""
-        try:
-            known = self._async_handlers.get(handler)
-        except TypeError:  # an unhashable callable object
-            return inspect.iscoroutinefunction(handler)
-        if known is None:
-            known = self._async_handlers[handler] = inspect.iscoroutinefunction(handler)
-        return known
-
-    def _failure(self, job: StartedJob, error: BaseException) -> Outcome:
-        text = _describe(error)
-        at = now_ms()
-        terminal = isinstance(error, JobError) and error.is_terminal
-        delay = self._config.retry.next_delay(job.attempts, job.max_attempts, terminal)
-        if delay is not None:
-            return Outcome(
-                job.id, job.attempts, "retry", at, error=text, run_at=at + int(delay * 1000)
-            )
-        reason = error.reason if isinstance(error, JobError) and terminal else "MaxRetries"
-        return Outcome(
-            job.id, job.attempts, "failed", at, error=text, reason=reason, dlq_id=self._ids.next()
-        )
 
     # -- after an outcome is written ------------------------------------------------------
 
     def _settle(
         self,
         outcome: Outcome,
-        attempt: _Attempt,
+        attempt: Attempt,
         written: bool,
         now: int,
         mono: float,
@@ -915,15 +798,3 @@ class Runner:
                 raise
             except Exception:
                 log.exception("maintenance failed")
-
-
-def _tracing_off() -> bool:
-    """True while no OpenTelemetry SDK is installed: spans would record nothing."""
-    return type(trace.get_tracer_provider()) is ProxyTracerProvider
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, JobError):
-        return f"{error.reason}: {error}"
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,189 @@
+"""One attempt of a job: call its handler and turn what happened into an outcome.
+
+The runner decides which jobs start and writes what their attempts produced; this module
+does what lies between: decode the payload, restore the submitter's context, call the handler
+(coroutine functions on the event loop, plain functions on a thread pool), apply the attempt
+timeout, and classify the result as complete, retry, failed (dead letter) or cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import json
+import time
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import ProxyTracerProvider
+
+from ..context import JobContext, reset_current, set_current
+from ..drivers.base import Outcome, StartedJob
+from ..errors import JobError
+from ..ids import Snowflake
+from ..observe import Metrics, job_span
+from ..retry import RetryPolicy
+from .clock import now_ms
+
+Handler = Callable[[Any], Any]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """A started job and the handler call running it."""
+
+    job: StartedJob
+    ctx: JobContext
+    task: asyncio.Task[None] | None = None
+    #: Cancelled through the API: the outcome is "cancelled", not a retry.
+    cancel_requested: bool = False
+    #: Interrupted because the runner stops or lost the shard.
+    shutdown: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+
+class AttemptRunner:
+    """Runs attempts and hands each outcome to ``finished`` (on the event loop)."""
+
+    def __init__(
+        self,
+        handlers: dict[str, Handler],
+        retry: RetryPolicy,
+        metrics: Metrics,
+        ids: Snowflake,
+        context_vars: Collection[contextvars.ContextVar[Any]],
+        threads: int,
+        finished: Callable[[Outcome, Attempt], None],
+    ) -> None:
+        self._handlers = handlers
+        self._retry = retry
+        self._ids = ids
+        self._context_vars = list(context_vars)
+        self._finished = finished
+        self._run_time = metrics.run_time
+        self._run_time_by_type: dict[str, Any] = {}
+        self._async_handlers: dict[Handler, bool] = {}
+        self._tracing_off = False
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="shardq-handler")
+
+    def check_tracing(self) -> None:
+        """Look again whether a tracer is installed (it reads the environment, so callers do
+        it once per batch of starts, not per job)."""
+        self._tracing_off = type(trace.get_tracer_provider()) is ProxyTracerProvider
+
+    def shutdown(self) -> None:
+        """Stop the thread pool; calls of plain functions still in it are abandoned."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, attempt: Attempt) -> None:
+        """Call the handler of ``attempt`` and report its outcome."""
+        job = attempt.job
+        outcome: Outcome
+        try:
+            handler = self._handlers.get(job.type)
+            if handler is None:
+                raise JobError.from_handler_missing(str(job.id), job.type)
+            payload = json.loads(job.payload)
+            captured = json.loads(job.context) if job.context else None
+            if captured is None and self._tracing_off:
+                # Nothing to restore and no tracer to record a span: skip the span's cost.
+                if job.timeout is None and self._is_async(handler):
+                    # The common case, without the extra coroutine of ``_call``.
+                    token = set_current(attempt.ctx)
+                    try:
+                        result = await handler(payload)
+                    finally:
+                        reset_current(token)
+                else:
+                    result = await self._call(handler, payload, job.timeout, attempt.ctx)
+            else:
+                with job_span(captured, self._context_vars, job.id, job.type, job.attempts):
+                    result = await self._call(handler, payload, job.timeout, attempt.ctx)
+            try:
+                encoded = "null" if result is None else json.dumps(result, allow_nan=False)
+            except (TypeError, ValueError) as e:
+                raise JobError.from_validation(
+                    str(job.id), f"handler result is not JSON-serialisable: {e}"
+                ) from e
+            outcome = Outcome(job.id, job.attempts, "complete", now_ms(), result=encoded)
+        except asyncio.CancelledError:
+            if attempt.cancel_requested:
+                outcome = Outcome(job.id, job.attempts, "cancelled", now_ms(), error="cancelled")
+            else:
+                outcome = Outcome(
+                    job.id,
+                    job.attempts,
+                    "retry",
+                    now_ms(),
+                    error="interrupted: the runner stopped or lost the shard",
+                    run_at=now_ms(),
+                )
+        except TimeoutError:
+            outcome = self._failure(
+                job, JobError.from_timeout(str(job.id), f"after {job.timeout}s")
+            )
+        except Exception as e:
+            outcome = self._failure(job, e)
+        run_time = self._run_time_by_type.get(job.type)
+        if run_time is None:
+            run_time = self._run_time_by_type[job.type] = self._run_time.labels(job.type)
+        run_time.observe(time.perf_counter() - attempt.started)
+        self._finished(outcome, attempt)
+
+    async def _call(
+        self, handler: Handler, payload: Any, timeout: float | None, ctx: JobContext
+    ) -> Any:
+        token = set_current(ctx)
+        try:
+            if timeout is None and self._is_async(handler):
+                return await handler(payload)
+            async with asyncio.timeout(timeout):
+                if self._is_async(handler):
+                    return await handler(payload)
+                run = contextvars.copy_context().run
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._pool, run, handler, payload
+                )
+                if inspect.isawaitable(result):
+                    return await result
+                return result
+        except TimeoutError:
+            ctx.cancel()
+            raise
+        finally:
+            reset_current(token)
+
+    def _is_async(self, handler: Handler) -> bool:
+        """``inspect.iscoroutinefunction(handler)``, remembered per handler."""
+        try:
+            known = self._async_handlers.get(handler)
+        except TypeError:  # an unhashable callable object
+            return inspect.iscoroutinefunction(handler)
+        if known is None:
+            known = self._async_handlers[handler] = inspect.iscoroutinefunction(handler)
+        return known
+
+    def _failure(self, job: StartedJob, error: BaseException) -> Outcome:
+        text = _describe(error)
+        at = now_ms()
+        terminal = isinstance(error, JobError) and error.is_terminal
+        delay = self._retry.next_delay(job.attempts, job.max_attempts, terminal)
+        if delay is not None:
+            return Outcome(
+                job.id, job.attempts, "retry", at, error=text, run_at=at + int(delay * 1000)
+            )
+        reason = error.reason if isinstance(error, JobError) and terminal else "MaxRetries"
+        return Outcome(
+            job.id, job.attempts, "failed", at, error=text, reason=reason, dlq_id=self._ids.next()
+        )
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, JobError):
+        return f"{error.reason}: {error}"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
