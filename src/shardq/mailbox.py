@@ -57,6 +57,15 @@ class Mailbox:
                 out.append(dropped)
         return out
 
+    def drop_after(self, job_id: int) -> list[JobRef]:
+        """Leave the jobs after ``job_id`` to storage (marking the overflow); returns them."""
+        i = bisect.bisect(self._ids, job_id)
+        dropped = self._refs[i:]
+        del self._ids[i:]
+        del self._refs[i:]
+        self.overflow = True
+        return dropped
+
     def head(self) -> JobRef | None:
         """The next job to deliver, if any."""
         return self._refs[0] if self._refs else None

@@ -94,8 +94,7 @@ class Runner:
         self._ready_loading = [False] * n
         self._refill_below = max(1, self._window // 4)
         self._loads: set[asyncio.Task[None]] = set()
-        # Jobs started or finished while a reload was in flight: its rows may show them
-        # still queued, or (job_queue holds processing jobs too) unfinished.
+        # Jobs started while a reload was in flight: its rows may show them still queued.
         self._stale_while_loading: set[int] = set()
         self._delayed: list[tuple[int, int, JobRef]] = []
         self._delayed_unkeyed = 0
@@ -425,8 +424,21 @@ class Runner:
                 raise
             self._to_refill.pop(key, None)
             self.offer(rows, new=False)
-            if len(rows) >= mb.capacity:
-                mb.overflow = True
+            # (Re-read: an empty mailbox may have been evicted during the read.)
+            mb = self._mailboxes.get(key)
+            if mb is not None and len(rows) >= mb.capacity:
+                # Storage holds more of this key after the rows read. A job of the key that
+                # reached memory meanwhile with a later id waits there too: it would overtake
+                # them (the rows can also come up short of the capacity in memory, when
+                # some were in flight and already known).
+                head = mb.head()
+                for ref in mb.drop_after(rows[-1].id):
+                    self._known.discard(ref.id)
+                if mb.head() is not head and not mb.busy:
+                    mb.scheduled = False  # the head scheduled went back to storage
+                    self._schedule_mailbox(mb, now)
+                if mb.needs_refill():
+                    self._to_refill[key] = None
 
     async def _reload_ready(self, p: int, owned: Collection[int] | None) -> None:
         """Read the oldest due jobs of priority ``p`` from storage into its window.
@@ -575,8 +587,6 @@ class Runner:
         settled = now_ms()
         mono = time.monotonic()
         owned = self._ownership.owned()
-        if any(self._ready_loading):
-            self._stale_while_loading.update(o.id for o, _ in batch)
         for outcome, attempt in batch:
             self._settle(outcome, attempt, outcome.id in written, settled, mono, owned)
         if starts:

@@ -75,7 +75,7 @@ async def test_an_upgraded_database_keeps_its_queued_and_running_jobs(pg_url: st
     d = PostgresDriver(pg_url, runner=True)
     await d.open()
     try:
-        assert await d.count_by_state() == {"queued": 1, "processing": 1, "complete": 1}
+        assert [r.id for r in await d.load_ready(None, 2, 5000, 10)] == [1]
         assert await d.recover({5}, 6000) == 1
         assert [r.id for r in await d.load_ready(None, 2, 7000, 10)] == [1, 2]
         started = (await d.advance([], [1, 2], "A", 7000)).started

@@ -57,3 +57,13 @@ def test_after_an_overflow_later_jobs_wait_in_storage_behind_earlier_ones() -> N
     assert dropped is not None and dropped.id == 4
     assert [r.id for r in [mb.take()]] == [2]
     assert mb.needs_refill()
+
+
+def test_jobs_after_a_partial_read_go_back_to_storage() -> None:
+    # A refill read jobs up to 3 and storage holds more; 9 reached memory during the read.
+    mb = Mailbox("k", capacity=5, now=0)
+    mb.extend([ref(9), ref(2), ref(3)])
+    assert [r.id for r in mb.drop_after(3)] == [9]
+    assert mb.overflow
+    assert [mb.take().id, mb.take().id] == [2, 3]
+    assert mb.needs_refill()

@@ -231,9 +231,8 @@ class Driver(Protocol):
     async def load_ready(
         self, shards: Collection[int] | None, priority: int, now: int, limit: int, after: int = 0
     ) -> list[JobRef]:
-        """Unfinished unkeyed jobs of ``priority`` due by ``now`` with ids above ``after``,
-        oldest id first: the queued ones, and possibly some being processed (a driver may
-        skip the check; the runner knows its own, and a start of any other is refused)."""
+        """Queued unkeyed jobs of ``priority`` due by ``now`` with ids above ``after``,
+        oldest id first."""
 
     async def load_delayed(
         self, shards: Collection[int] | None, now: int, limit: int

@@ -522,14 +522,10 @@ class PostgresDriver:
     ) -> list[JobRef]:
         if shards is not None and not shards:
             return []
-        # job_queue alone, without the join to jobs that would leave out the processing
-        # rows: those are the runner's own (it skips them) or refused at start. The
-        # read costs a quarter of the join's server time, and it runs all the time
-        # behind a backlog.
         rows = await self.pool.fetch(
-            f"SELECT {_REF} FROM job_queue WHERE key IS NULL AND priority = $1 AND id > $2"
-            " AND run_at <= $3 AND ($4::int[] IS NULL OR shard = ANY($4::int[]))"
-            " ORDER BY id LIMIT $5",
+            f"{_QUEUED} AND q.key IS NULL AND q.priority = $1 AND q.id > $2"
+            " AND q.run_at <= $3 AND ($4::int[] IS NULL OR q.shard = ANY($4::int[]))"
+            " ORDER BY q.id LIMIT $5",
             priority,
             after,
             now,
