@@ -522,8 +522,10 @@ class PostgresDriver:
     ) -> list[JobRef]:
         if shards is not None and not shards:
             return []
+        # "j.id > $2" too: else the join walks jobs from its first id (finished ones
+        # included) for every chunk of a reload.
         rows = await self.pool.fetch(
-            f"{_QUEUED} AND q.key IS NULL AND q.priority = $1 AND q.id > $2"
+            f"{_QUEUED} AND q.key IS NULL AND q.priority = $1 AND q.id > $2 AND j.id > $2"
             " AND q.run_at <= $3 AND ($4::int[] IS NULL OR q.shard = ANY($4::int[]))"
             " ORDER BY q.id LIMIT $5",
             priority,
