@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
+
+from ._internal.clock import now_ms
 
 #: Milliseconds since the Unix epoch of 2025-01-01T00:00:00Z, the Snowflake epoch.
 EPOCH_MS = 1_735_689_600_000
@@ -31,7 +32,7 @@ class Snowflake:
         self._last_ms = 0
         self._sequence = 0
         self._lock = threading.Lock()
-        self._clock: Callable[[], int] = clock or _now_ms
+        self._clock: Callable[[], int] = clock or now_ms
 
     @property
     def machine_id(self) -> int:
@@ -67,7 +68,3 @@ def timestamp_ms(snowflake: int) -> int:
 def machine_of(snowflake: int) -> int:
     """The machine id stamped into ``snowflake``."""
     return (snowflake >> SEQUENCE_BITS) & MAX_MACHINE_ID
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

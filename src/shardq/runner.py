@@ -95,7 +95,7 @@ class Runner:
         self._refill_below = max(1, self._window // 4)
         self._loads: set[asyncio.Task[None]] = set()
         # Jobs started while a reload was in flight: its rows may show them still queued.
-        self._stale_while_loading: set[int] = set()
+        self._started_while_loading: set[int] = set()
         self._delayed: list[tuple[int, int, JobRef]] = []
         self._delayed_unkeyed = 0
         self._delayed_overflow_at: int | None = 0
@@ -457,8 +457,8 @@ class Runner:
                 # "Due" as of now, not as of the step's start: a job dropped while an
                 # earlier read was in flight may be due only since then.
                 rows = await self._driver.load_ready(owned, p, now_ms(), chunk, after)
-                stale = self._stale_while_loading
-                self.offer((r for r in rows if r.id not in stale), new=False)
+                started = self._started_while_loading
+                self.offer((r for r in rows if r.id not in started), new=False)
                 if len(rows) < chunk:
                     break
                 if self._ready_overflow[p] or self._ready_unkeyed[p] >= self._window:
@@ -472,7 +472,7 @@ class Runner:
         finally:
             self._ready_loading[p] = False
             if not any(self._ready_loading):
-                self._stale_while_loading.clear()
+                self._started_while_loading.clear()
             self._wake.set()
 
     async def _recount(self) -> None:
@@ -706,7 +706,7 @@ class Runner:
             attempt = Attempt(row, ctx)
             self._running[row.id] = attempt
             if loading:
-                self._stale_while_loading.add(row.id)
+                self._started_while_loading.add(row.id)
             attempt.task = loop.create_task(self._attempts.run(attempt))
             if row.id in self._cancel_pending:
                 self._cancel_pending.discard(row.id)
