@@ -120,6 +120,10 @@ class Runner:
         self._reserve = config.concurrency // 16
         self._picker = WeightedPicker([PRIORITY_WEIGHTS[p] for p in PRIORITIES])
         self._outcomes: list[tuple[Outcome, Attempt]] = []
+        # Jobs whose start was sent but not confirmed (the write failed, maybe after its
+        # commit): storage may hold them as processing here although no handler runs them.
+        # Undone before anything else is started.
+        self._unconfirmed: set[int] = set()
         self._stepping = False
         self._express: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -218,6 +222,7 @@ class Runner:
                 and self._free > 0
                 and self._express is None
                 and not self._stopping
+                and not self._unconfirmed
             ):
                 # A step is writing (on a server, that takes a round trip or more): start
                 # the critical arrivals beside it rather than after it.
@@ -529,6 +534,8 @@ class Runner:
         written), so a key's jobs still run one at a time, in order.
         """
         now = now_ms()
+        if self._unconfirmed:
+            await self._undo_unconfirmed(now)
         if not self._stopping:
             await self._catch_up(now)
             self._promote_due(now)
@@ -551,6 +558,17 @@ class Runner:
             await self._advance(batch, starts, now)
         if self._delayed:
             self._arm_timer(time.monotonic() + max(0, self._delayed[0][0] - now_ms()) / 1000)
+
+    async def _undo_unconfirmed(self, now: int) -> None:
+        """Put the jobs of unconfirmed starts back in the queue (a start that did commit has
+        left its job processing here with no handler), and take them into memory again."""
+        ids = list(self._unconfirmed)
+        refs = await self._driver.undo_starts(ids, self._ownership.token, now)
+        self._unconfirmed.difference_update(ids)
+        if refs:
+            log.warning("%d start(s) were not confirmed; their jobs are queued again", len(refs))
+            self._recount_soon = True
+            self.offer(refs, new=False)
 
     async def _advance_urgent(self, now: int) -> bool:
         """Start the critical jobs waiting (in the slots free now) in a transaction of their
@@ -579,6 +597,7 @@ class Runner:
                 [o for o, _ in batch], [r.id for r in starts], self._ownership.token, now
             )
         except BaseException:
+            self._unconfirmed.update(r.id for r in starts)
             self._restore(starts)
             self._free -= len(batch)
             self._outcomes = batch + self._outcomes

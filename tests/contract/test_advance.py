@@ -66,3 +66,26 @@ async def test_a_fenced_outcome_is_not_written_but_the_starts_still_happen(
     assert (await driver.advance(stale[1:], [], "B", 3000)).written == []
     record = await driver.get_job(1)
     assert record is not None and record.state == "processing"
+
+
+async def test_undoing_unconfirmed_starts_requeues_only_the_owners_processing_jobs(
+    driver: Driver,
+) -> None:
+    await driver.insert_jobs([new_job(i) for i in range(1, 6)])
+    await driver.advance([], [1, 2, 3], "A", 2000)
+    await driver.advance([], [4], "B", 2000)
+    assert await driver.cancel_job(3, 2500) == "requested"
+    undone = await driver.undo_starts([1, 2, 3, 4, 5], "A", 3000)
+    # 4 runs under B and 5 never started: both untouched. 3's cancel was asked for.
+    assert sorted(r.id for r in undone) == [1, 2]
+    states = {i: await driver.get_job(i) for i in range(1, 6)}
+    assert {i: r.state for i, r in states.items() if r} == {
+        1: "queued", 2: "queued", 3: "cancelled", 4: "processing", 5: "queued",
+    }  # fmt: skip
+    one = states[1]
+    assert one is not None
+    assert [h[0] for h in one.history] == ["queued", "processing", "queued"]
+    assert "not confirmed" in (one.history[-1][2] or "")
+    # Queued again means startable again.
+    again = await driver.advance([], [1, 2], "A", 4000)
+    assert sorted(j.id for j in again.started) == [1, 2]

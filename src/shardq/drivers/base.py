@@ -259,6 +259,12 @@ class Driver(Protocol):
         """Return interrupted (processing) jobs of ``shards`` to the queue; a job whose
         cancel was requested becomes cancelled instead. Returns how many were touched."""
 
+    async def undo_starts(self, ids: Collection[int], owner: str, now: int) -> list[JobRef]:
+        """Undo starts whose commit was not confirmed (the call that wrote them failed, and
+        may or may not have committed): each job among ``ids`` that ``owner`` holds as
+        processing goes back to the queue (cancelled, if its cancel was requested). Returns
+        the refs of the jobs queued again."""
+
     async def get_job(self, job_id: int) -> JobRecord | None:
         """One job, or None."""
 

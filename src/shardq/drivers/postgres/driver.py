@@ -610,38 +610,63 @@ class PostgresDriver:
     async def recover(self, shards: Collection[int] | None, now: int) -> int:
         if shards is not None and not shards:
             return 0
-        scope = None if shards is None else list(shards)
-        in_scope = (
-            "id IN (SELECT id FROM job_queue WHERE $1::int[] IS NULL OR shard = ANY($1::int[]))"
+        cancelled, requeued = await self._interrupted(
+            "id IN (SELECT id FROM job_queue WHERE $1::int[] IS NULL OR shard = ANY($1::int[]))",
+            (None if shards is None else list(shards),),
+            now,
+            "interrupted: the runner stopped during the attempt",
         )
+        return cancelled + len(requeued)
+
+    async def undo_starts(self, ids: Collection[int], owner: str, now: int) -> list[JobRef]:
+        if not ids:
+            return []
+        _, requeued = await self._interrupted(
+            "id = ANY($1::bigint[]) AND owner = $5",
+            (list(ids), owner),
+            now,
+            "its start was not confirmed (the connection was lost); queued again",
+        )
+        return requeued
+
+    async def _interrupted(
+        self, scope: str, args: tuple[Any, ...], now: int, reason: str
+    ) -> tuple[int, list[JobRef]]:
+        """Move the processing jobs within ``scope`` (SQL over ``$1`` and ``$5``.., bound to
+        ``args``) out of processing: to cancelled if their cancel was requested (announced
+        as finished), else back to the queue. Returns how many were cancelled and the refs
+        of those queued again."""
+        first, rest = args[0], args[1:]
         async with self.pool.acquire() as c, c.transaction():
             cancelled = await c.fetch(
                 "WITH u AS (UPDATE jobs SET state = 'cancelled', finished_at = $2,"
                 f" updated_at = $2, owner = NULL, {_append('$3::text', '$2::bigint', '$4::text')}"
-                f" WHERE state = 'processing' AND cancel_requested AND {in_scope} RETURNING id),"
+                f" WHERE state = 'processing' AND cancel_requested AND {scope} RETURNING id),"
                 " d AS (DELETE FROM job_queue q USING u WHERE q.id = u.id) SELECT id FROM u",
-                scope,
+                first,
                 now,
                 "cancelled",
                 "cancelled while its runner was down",
+                *rest,
             )
-            requeued = await c.fetchval(
+            requeued = await c.fetch(
                 "WITH u AS (UPDATE jobs SET state = 'queued', run_at = $2, updated_at = $2,"
                 f" owner = NULL, {_append('$3::text', '$2::bigint', '$4::text')}"
-                f" WHERE state = 'processing' AND {in_scope} RETURNING id),"
+                f" WHERE state = 'processing' AND {scope} RETURNING {_REF}),"
                 " q AS (UPDATE job_queue q SET run_at = $2 FROM u WHERE q.id = u.id)"
-                " SELECT count(*) FROM u",
-                scope,
+                " SELECT * FROM u",
+                first,
                 now,
                 "queued",
-                "interrupted: the runner stopped during the attempt",
+                reason,
+                *rest,
             )
             if cancelled:
                 await c.execute(
                     _NOTIFY, ["f" + json.dumps([r[0] for r in cancelled[i : i + 300]])
                               for i in range(0, len(cancelled), 300)]
                 )  # fmt: skip
-        return len(cancelled) + int(requeued)
+        return len(cancelled), [_ref(r) for r in requeued]
 
     # -- reads for everyone --------------------------------------------------------------
 

@@ -453,6 +453,44 @@ class SQLiteDriver:
 
         return await self._tx(run)
 
+    async def undo_starts(self, ids: Collection[int], owner: str, now: int) -> list[JobRef]:
+        ids = list(ids)
+        if not ids:
+            return []
+
+        def run(c: sqlite3.Connection) -> tuple[list[int], list[JobRef]]:
+            cancelled: list[int] = []
+            requeued: list[JobRef] = []
+            for i in range(0, len(ids), _CHUNK):
+                chunk = ids[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                scope = f"state = 'processing' AND owner = ? AND id IN ({marks})"
+                cancelled += [
+                    r[0]
+                    for r in c.execute(
+                        "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,"
+                        f" owner = NULL, {_APPEND} WHERE cancel_requested = 1 AND {scope}"
+                        " RETURNING id",
+                        (now, now, "cancelled", now, "cancelled while its start was unconfirmed",
+                         owner, *chunk),
+                    ).fetchall()
+                ]  # fmt: skip
+                requeued += [
+                    _ref(r)
+                    for r in c.execute(
+                        "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?,"
+                        f" owner = NULL, {_APPEND} WHERE {scope} RETURNING {_REF}",
+                        (now, now, "queued", now,
+                         "its start was not confirmed (the write failed); queued again",
+                         owner, *chunk),
+                    ).fetchall()
+                ]  # fmt: skip
+            return cancelled, requeued
+
+        cancelled, requeued = await self._tx(run)
+        self._tell_watchers(cancelled)
+        return requeued
+
     # -- reads for everyone --------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> JobRecord | None:
