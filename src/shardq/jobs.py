@@ -8,6 +8,7 @@ in a runner process, hands committed jobs straight to the local runner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import math
@@ -315,7 +316,12 @@ class JobService:
         run_at = now + int(delay * 1000)
         captured = capture_context(self._context_vars)
         context = _encode_context(captured)
-        rows = [self._encode(spec, now, run_at, context) for spec in jobs]
+        checked: dict[tuple[Any, ...], tuple[int, float | None]] = {}
+        ids = self._ids.take(len(jobs))
+        rows = [
+            self._encode(spec, job_id, now, run_at, context, checked)
+            for spec, job_id in zip(jobs, ids, strict=True)
+        ]
         inserts = self._inserts
         if inserts is None:
             raise JobError.from_runner_unavailable(None, "the JobService is not started")
@@ -334,35 +340,32 @@ class JobService:
             self._runner.offer(fresh)
         return [SubmitResult(str(i), dup) for i, dup in results]
 
-    def _encode(self, spec: JobPayload, now: int, run_at: int, context: str | None) -> NewJob:
-        _check_name("job type", spec.type)
-        if spec.priority not in PRIORITY_RANK:
-            raise JobError.from_validation(
-                None, f"unknown priority {spec.priority!r}; use one of {', '.join(PRIORITIES)}"
-            )
-        if spec.duration not in DURATIONS:
-            raise JobError.from_validation(
-                None, f"unknown duration {spec.duration!r}; use 'short' or 'long'"
-            )
-        ma = spec.max_attempts
-        if not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= 1000:
-            raise JobError.from_validation(
-                None, f"max_attempts must be an integer 1..1000, got {ma!r}"
-            )
+    def _encode(
+        self,
+        spec: JobPayload,
+        job_id: int,
+        now: int,
+        run_at: int,
+        context: str | None,
+        checked: dict[tuple[Any, ...], tuple[int, float | None]],
+    ) -> NewJob:
+        """``spec`` as the row to insert under ``job_id``. ``checked`` remembers the option
+        sets already validated in this call (a batch mostly repeats one)."""
+        ma, t = spec.max_attempts, spec.timeout
+        # The types are part of the key: True == 1 == 1.0, but only the int is valid.
+        options = (spec.type, spec.priority, spec.duration, ma, type(ma), t, type(t))
+        try:
+            valid = checked.get(options)
+        except TypeError:  # something unhashable: no cache, validation says what is wrong
+            valid = None
+        if valid is None:
+            valid = _check_options(spec.type, spec.priority, spec.duration, ma, t)
+            with contextlib.suppress(TypeError):
+                checked[options] = valid
         if spec.key is not None:
             _check_name("key", spec.key)
         if spec.dedupe_key is not None:
             _check_name("dedupe_key", spec.dedupe_key)
-        t = spec.timeout
-        if t is not None and (
-            not isinstance(t, int | float)
-            or isinstance(t, bool)
-            or not math.isfinite(t)
-            or not 0 < t <= MAX_SECONDS
-        ):
-            raise JobError.from_validation(
-                None, f"timeout must be a positive number of seconds up to ten years, got {t!r}"
-            )
         try:
             encoded = _PAYLOAD_JSON.encode(spec.payload)
         except (TypeError, ValueError) as e:
@@ -374,17 +377,16 @@ class JobService:
                 f"payload is {size} bytes, over the limit of {self.config.max_payload_bytes}"
                 " (store large data elsewhere and submit a reference)",
             )
-        job_id = self._ids.next()
         return NewJob(
             id=job_id,
             type=spec.type,
             payload=encoded,
-            priority=PRIORITY_RANK[spec.priority],
+            priority=valid[0],
             key=spec.key,
             shard=job_entity(job_id, spec.key, self.config.shards).shard,
             dedupe_key=spec.dedupe_key,
             max_attempts=ma,
-            timeout=float(t) if t is not None else None,
+            timeout=valid[1],
             duration=spec.duration,
             batch_id=spec.batch_id,
             run_at=run_at,
@@ -632,6 +634,35 @@ class JobService:
         for fut in self._waiters.pop(job_id, ()):
             if not fut.done():
                 fut.set_result(None)
+
+
+def _check_options(
+    job_type: object, priority: object, duration: object, max_attempts: object, timeout: object
+) -> tuple[int, float | None]:
+    """Validate a job's options; returns its priority's rank and its timeout as a float."""
+    _check_name("job type", job_type)
+    if priority not in PRIORITY_RANK:
+        raise JobError.from_validation(
+            None, f"unknown priority {priority!r}; use one of {', '.join(PRIORITIES)}"
+        )
+    if duration not in DURATIONS:
+        raise JobError.from_validation(
+            None, f"unknown duration {duration!r}; use 'short' or 'long'"
+        )
+    ma = max_attempts
+    if not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= 1000:
+        raise JobError.from_validation(None, f"max_attempts must be an integer 1..1000, got {ma!r}")
+    t = timeout
+    if t is not None and (
+        not isinstance(t, int | float)
+        or isinstance(t, bool)
+        or not math.isfinite(t)
+        or not 0 < t <= MAX_SECONDS
+    ):
+        raise JobError.from_validation(
+            None, f"timeout must be a positive number of seconds up to ten years, got {t!r}"
+        )
+    return PRIORITY_RANK[priority], float(t) if t is not None else None
 
 
 def _check_name(what: str, value: object) -> None:
