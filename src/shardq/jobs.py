@@ -453,9 +453,11 @@ class JobService:
         """Jobs matching every given filter, newest first; page with ``before`` (an id)."""
         if status is not None and status not in ("queued", "processing", *FINISHED):
             raise JobError.from_validation(None, f"unknown status {status!r}")
-        if priority is not None and priority not in PRIORITY_RANK:
+        if priority is not None and (
+            not isinstance(priority, str) or priority not in PRIORITY_RANK
+        ):
             raise JobError.from_validation(None, f"unknown priority {priority!r}")
-        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise JobError.from_validation(None, "limit must be an integer 1..1000")
         flt = JobFilter(
             state=status,
@@ -641,11 +643,11 @@ def _check_options(
 ) -> tuple[int, float | None]:
     """Validate a job's options; returns its priority's rank and its timeout as a float."""
     _check_name("job type", job_type)
-    if priority not in PRIORITY_RANK:
+    if not isinstance(priority, str) or priority not in PRIORITY_RANK:
         raise JobError.from_validation(
             None, f"unknown priority {priority!r}; use one of {', '.join(PRIORITIES)}"
         )
-    if duration not in DURATIONS:
+    if not isinstance(duration, str) or duration not in DURATIONS:
         raise JobError.from_validation(
             None, f"unknown duration {duration!r}; use 'short' or 'long'"
         )

@@ -42,7 +42,16 @@ async def test_list_filters_and_pages_newest_first(make_service: ServiceFactory)
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"status": "done"}, {"priority": "urgent"}, {"limit": 0}, {"before": "x"}]
+    "kwargs",
+    [
+        {"status": "done"},
+        {"status": ["queued"]},
+        {"priority": "urgent"},
+        {"priority": ["low"]},
+        {"limit": 0},
+        {"limit": True},
+        {"before": "x"},
+    ],
 )
 async def test_bad_list_filters_are_refused(
     make_service: ServiceFactory, kwargs: dict[str, Any]

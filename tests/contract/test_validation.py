@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from shardq import JobError, JobService
+from shardq.models import JobPayload
 
 from .conftest import ServiceFactory
 
@@ -54,6 +55,34 @@ async def test_a_batch_with_one_bad_item_stores_none_of_it(make_service: Service
     async with jobs:
         with pytest.raises(JobError) as info:
             await jobs.submit("t", [{"ok": 1}, {"ok": 2}, {"bad": {1, 2}}])
+        assert info.value.reason == "Validation"
+        assert await _count(jobs) == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_attempts": True},
+        {"max_attempts": 1.0},
+        {"timeout": True},
+        {"priority": ["normal"]},
+        {"duration": ["short"]},
+    ],
+)
+async def test_a_bad_item_after_good_ones_with_equal_looking_options_is_still_refused(
+    make_service: ServiceFactory, bad: dict[str, Any]
+) -> None:
+    # Options are checked once per distinct set in a batch: True == 1 == 1.0 must not make
+    # a bad item pass for a good one seen before it.
+    good = {"max_attempts": 1, "timeout": 1, "priority": "normal"}
+    specs = [
+        JobPayload(type="t", payload={}, **good),
+        JobPayload(type="t", payload={}, **{**good, **bad}),
+    ]
+    jobs = make_service()
+    async with jobs:
+        with pytest.raises(JobError) as info:
+            await jobs.submit_many(specs)
         assert info.value.reason == "Validation"
         assert await _count(jobs) == 0
 
