@@ -23,6 +23,13 @@ class Config:
     by their weights; one slot in sixteen is kept free for critical jobs. ``mailbox_capacity`` bounds the jobs one keyed entity holds in memory
     (never the jobs stored). ``retention`` and ``dlq_retention`` (seconds) say how long
     finished jobs and dead letters are kept.
+
+    On PostgreSQL only: ``pool_size`` bounds the connections of the process's pool (beside
+    its listening connection and, on a runner, its lock session); a runner renews its
+    presence and rebalances shards every ``heartbeat`` seconds (so a runner that vanished
+    without a word loses its shards within about that long); a runner handing a shard over
+    lets the shard's running jobs finish for up to ``handover_timeout`` seconds before they
+    are interrupted and run again on the new owner.
     """
 
     database_url: str = DEFAULT_URL
@@ -38,6 +45,9 @@ class Config:
     drain_timeout: float = 30.0
     ready_window: int = 10_000
     default_max_attempts: int = 3
+    pool_size: int = 10
+    heartbeat: float = 1.0
+    handover_timeout: float = 30.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     machine_id: int = field(default_factory=lambda: secrets.randbelow(1024))
 
@@ -56,6 +66,9 @@ class Config:
         _require(self.ready_window >= 16, "ready_window must be at least 16")
         _require(self.default_max_attempts >= 1, "default_max_attempts must be at least 1")
         _require(0 <= self.machine_id < 1024, "machine_id must be within 0..1023")
+        _require(self.pool_size >= 2, "pool_size must be at least 2")
+        _require(0.05 <= self.heartbeat <= 60, "heartbeat must be 0.05..60 seconds")
+        _require(self.handover_timeout >= 0, "handover_timeout must not be negative")
 
     def with_(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied (and validated)."""

@@ -123,7 +123,14 @@ class JobService:
         """Open storage (applying migrations) and, if this is a runner, start running jobs."""
         if self._driver is not None:
             raise RuntimeError("JobService is already started")
-        driver = connect(self.config.database_url, runner=self.runs_jobs)
+        cfg = self.config
+        driver = connect(
+            cfg.database_url,
+            runner=self.runs_jobs,
+            pool_size=cfg.pool_size,
+            heartbeat=cfg.heartbeat,
+            handover_timeout=cfg.handover_timeout,
+        )
         await driver.open()
         self._driver = driver
         self._loop = asyncio.get_running_loop()

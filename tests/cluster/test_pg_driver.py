@@ -230,3 +230,29 @@ async def test_a_lost_lock_session_fences_at_once(pg_url: str) -> None:
     finally:
         await locks.stop()
         await d.close()
+
+
+async def test_the_postgres_settings_of_config_reach_the_runner(pg_url: str) -> None:
+    jobs = JobService(pg_url, pool_size=3, heartbeat=0.1)
+    async with jobs:
+        driver = jobs.driver
+        assert isinstance(driver, PostgresDriver)
+        assert driver.pool.get_max_size() == 3
+        db = await asyncpg.connect(pg_url)
+        try:
+            seen: set[int] = set()
+
+            async def beats() -> bool:
+                seen.add(await db.fetchval("SELECT heartbeat_at FROM shardq_runners"))
+                return len(seen) >= 5
+
+            # Five distinct heartbeats take about 0.4 s at 0.1 s; at the default 1 s, 4 s.
+            await eventually(beats, timeout=2.0, what="five heartbeats")
+        finally:
+            await db.close()
+
+
+def test_bad_postgres_settings_are_refused() -> None:
+    for bad in ({"pool_size": 1}, {"heartbeat": 0}, {"heartbeat": 3600}, {"handover_timeout": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            JobService("postgresql://127.0.0.1/none", **bad)

@@ -5,10 +5,18 @@ from __future__ import annotations
 from .base import Driver
 
 
-def connect(url: str, *, runner: bool) -> Driver:
+def connect(
+    url: str,
+    *,
+    runner: bool,
+    pool_size: int = 10,
+    heartbeat: float = 1.0,
+    handover_timeout: float = 30.0,
+) -> Driver:
     """The driver for ``url`` (``sqlite:///path`` or ``postgresql://…``), not yet opened.
 
     ``runner`` says whether this process will run jobs (it then owns the wake-up endpoint).
+    The other settings are PostgreSQL's (see ``Config``); SQLite has no use for them.
     """
     if url.startswith("sqlite:"):
         from .sqlite import SQLiteDriver
@@ -17,7 +25,13 @@ def connect(url: str, *, runner: bool) -> Driver:
     if url.startswith(("postgresql:", "postgres:")):
         from .postgres import PostgresDriver
 
-        driver: Driver = PostgresDriver(url, runner=runner)
+        driver: Driver = PostgresDriver(
+            url,
+            runner=runner,
+            pool_size=pool_size,
+            heartbeat=heartbeat,
+            handover_timeout=handover_timeout,
+        )
         return driver
     raise ValueError(
         f"unsupported database URL {url!r}: use sqlite:///path/to/file.db or postgresql://…"
