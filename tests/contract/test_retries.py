@@ -38,6 +38,29 @@ async def test_a_transient_failure_is_retried_and_history_shows_it(
     assert (starts[2] - retries[1].timestamp).total_seconds() >= 0.019
 
 
+async def test_an_error_message_of_any_characters_is_kept_in_history_as_raised(
+    make_service: ServiceFactory,
+) -> None:
+    message = 'quote " backslash \\ ]}, newline\n tab\t unicode \u00e9\u4e2d \U0001f600 nul-free'
+    jobs = make_service()
+
+    @jobs.handler("odd")
+    async def odd(p: Any) -> None:
+        raise ValueError(message)
+
+    async with jobs:
+        job_id = await jobs.submit("odd", {}, max_attempts=2)
+        st = await jobs.wait(job_id, timeout=10)
+    assert [h.status for h in st.history] == [
+        "queued",
+        "processing",
+        "queued",
+        "processing",
+        "failed",
+    ]
+    assert st.history[2].error == st.history[4].error == f"ValueError: {message}"
+
+
 async def test_the_last_failed_attempt_dead_letters_with_max_retries(
     make_service: ServiceFactory,
 ) -> None:

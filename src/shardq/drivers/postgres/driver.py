@@ -81,7 +81,7 @@ _INSERT = (
     " max_attempts, timeout, duration, batch_id, run_at, created_at, updated_at, context,"
     " history) SELECT id, type, payload, priority, 'queued', key, shard, dedupe_key,"
     " max_attempts, timeout, duration, batch_id, run_at, created_at, created_at, context,"
-    f" jsonb_build_array(jsonb_build_array('queued', created_at, NULL)) FROM {_UNNEST_NEW}"
+    f" '[' || json_build_array('queued', created_at, NULL)::text || ']' FROM {_UNNEST_NEW}"
     " ORDER BY ord"
 )
 # Every inserted job also gets its row in job_queue (migration 3 says why).
@@ -98,9 +98,18 @@ _INSERT_DEDUPE = (
 _NOTIFY = f"SELECT pg_notify('{CHANNEL}', p) FROM unnest($1::text[]) p"
 
 
+def _appended(history: str, status: str, at: str, error: str) -> str:
+    """The SQL of ``history`` (a JSON array kept as text) with ``[status, at, error]`` (SQL
+    expressions) appended: a string append, no parsing (migration 4 says why)."""
+    return f"left({history}, -1) || ',' || json_build_array({status}, {at}, {error})::text || ']'"
+
+
+_CANCELLED = "'cancelled'"
+
+
 def _append(status: str, at: str, error: str) -> str:
     """The SQL that appends ``[status, at, error]`` (SQL expressions) to ``history``."""
-    return f"history = history || jsonb_build_array(jsonb_build_array({status}, {at}, {error}))"
+    return f"history = {_appended('history', status, at, error)}"
 
 
 _APPEND_PROCESSING = _append("'processing'", "$3::bigint", "NULL::text")
@@ -138,9 +147,14 @@ o AS (
         finished_at = CASE o.kind WHEN 'retry' THEN j.finished_at ELSE o.at END,
         updated_at = o.at,
         owner = NULL,
-        history = j.history || jsonb_build_array(jsonb_build_array(
-            CASE o.kind WHEN 'retry' THEN 'queued' ELSE o.kind END, o.at,
-            CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END))
+        history = {
+    _appended(
+        "j.history",
+        "CASE o.kind WHEN 'retry' THEN 'queued' ELSE o.kind END",
+        "o.at",
+        "CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END",
+    )
+}
     FROM o
     WHERE j.id = o.id AND j.owner = $1 AND j.attempts = o.attempt
     RETURNING j.id, o.kind, o.reason, o.at, o.dlq_id, o.error, j.type, j.payload, j.priority,
@@ -688,8 +702,8 @@ class PostgresDriver:
             " finished_at = CASE state WHEN 'queued' THEN $2 ELSE finished_at END,"
             " updated_at = CASE state WHEN 'queued' THEN $2 ELSE updated_at END,"
             " owner = CASE state WHEN 'queued' THEN NULL ELSE owner END,"
-            " history = CASE state WHEN 'queued' THEN history || jsonb_build_array("
-            " jsonb_build_array('cancelled', $2::bigint, NULL)) ELSE history END"
+            " history = CASE state WHEN 'queued' THEN"
+            f" {_appended('history', _CANCELLED, '$2::bigint', 'NULL')} ELSE history END"
             " WHERE id = $1 AND state IN ('queued', 'processing') RETURNING state),"
             " d AS (DELETE FROM job_queue WHERE id = $1"
             " AND EXISTS (SELECT 1 FROM u WHERE u.state = 'cancelled'))"
