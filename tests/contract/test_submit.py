@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from shardq import JobError, JobService, current_job
+from shardq.models import JobPayload
 
 from .conftest import ServiceFactory
 
@@ -55,6 +56,46 @@ async def test_batch_submit_returns_ids_in_order_and_runs_them_all(
     assert sorted(seen) == list(range(300))
     batch_ids = {r.job.batch_id for r in results if r.job}
     assert len(batch_ids) == 1 and None not in batch_ids
+
+
+async def test_every_option_of_a_batch_and_of_a_mixed_submit_is_stored(
+    make_service: ServiceFactory,
+) -> None:
+    jobs = make_service(runner=False)
+    async with jobs:
+        batch = await jobs.submit(
+            "n",
+            [{"i": 1}, {"i": 2}],
+            priority="high",
+            max_attempts=7,
+            key="acct-9",
+            timeout=2.5,
+            delay=60,
+            duration="long",
+        )
+        mixed = await jobs.submit_many(
+            [
+                JobPayload(type="a", payload=[1], priority="low", max_attempts=2, timeout=1.5),
+                JobPayload(type="b", payload="x", key="k", duration="long"),
+            ]
+        )
+        rows = [await jobs.status(i) for i in [*batch, *(r.job_id for r in mixed)]]
+    got = [
+        (r.status, r.job.type, r.job.payload, r.job.priority, r.job.max_attempts, r.job.key,
+         r.job.timeout, r.job.duration, r.job.batch_id is not None)
+        for r in rows if r.job
+    ]  # fmt: skip
+    assert got == [
+        ("queued", "n", {"i": 1}, "high", 7, "acct-9", 2.5, "long", True),
+        ("queued", "n", {"i": 2}, "high", 7, "acct-9", 2.5, "long", True),
+        ("queued", "a", [1], "low", 2, None, 1.5, "short", False),
+        ("queued", "b", "x", "normal", 3, "k", None, "long", False),
+    ]
+    assert rows[0].job and rows[0].job.batch_id == (rows[1].job and rows[1].job.batch_id)
+    # The delay: due a minute after it was created, and its history begins "queued".
+    assert rows[0].run_at is not None and rows[0].created_at is not None
+    assert 59 <= (rows[0].run_at - rows[0].created_at).total_seconds() <= 61
+    assert [h.status for h in rows[0].history] == ["queued"]
 
 
 async def test_enqueue_is_an_alias_of_submit(make_service: ServiceFactory) -> None:
