@@ -51,6 +51,8 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 _MAX_NAME = 255
 # One encoder for every payload: json.dumps with options builds a new one per call.
+#: Jobs of a batch encoded between two turns of the event loop.
+_ENCODE_CHUNK = 250
 _PAYLOAD_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 #: The longest delay or timeout accepted (ten years), well inside 64-bit milliseconds.
 MAX_SECONDS = 10 * 365 * 86_400.0
@@ -325,10 +327,18 @@ class JobService:
         context = _encode_context(captured)
         checked: dict[tuple[Any, ...], tuple[int, float | None]] = {}
         ids = self._ids.take(len(jobs))
-        rows = [
-            self._encode(spec, job_id, now, run_at, context, checked)
-            for spec, job_id in zip(jobs, ids, strict=True)
-        ]
+        rows: list[NewJob] = []
+        for start in range(0, len(jobs), _ENCODE_CHUNK):
+            if len(jobs) > _ENCODE_CHUNK:
+                # A large batch is encoded in slices with the loop let go between them: a
+                # runner in this process goes on meanwhile (a thousand jobs in one go held
+                # its steps up for milliseconds, and with them every job's start).
+                await asyncio.sleep(0)
+            end = start + _ENCODE_CHUNK
+            rows += [
+                self._encode(spec, job_id, now, run_at, context, checked)
+                for spec, job_id in zip(jobs[start:end], ids[start:end], strict=True)
+            ]
         inserts = self._inserts
         if inserts is None:
             raise JobError.from_runner_unavailable(None, "the JobService is not started")
