@@ -59,14 +59,18 @@ _INSERT = (
     " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
     " json_array(json_array('queued', ?, NULL)))"
 )
-_APPEND = "history = json_insert(history, '$[#]', json_array(?, ?, ?))"
+# History is a JSON array in text; an entry is appended as text (json_insert would parse and
+# re-serialise the whole array on every start and finish).
+_APPENDED = "substr(history, 1, length(history) - 1) || ',' || json_array({}, {}, {}) || ']'"
+_APPEND = "history = " + _APPENDED.format("?", "?", "?")
 _FENCE = "WHERE id = ? AND state = 'processing' AND owner = ? AND attempts = ?"
 #: Complete many jobs at once from a JSON array of [id, attempt, result, at], fenced per job.
 _COMPLETE = (
     "UPDATE jobs SET state = 'complete', result = v.result, error = NULL,"
     " finished_at = v.at, updated_at = v.at, owner = NULL,"
-    " history = json_insert(history, '$[#]', json_array('complete', v.at, NULL))"
-    " FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS attempt,"
+    " history = "
+    + _APPENDED.format("'complete'", "v.at", "NULL")
+    + " FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS attempt,"
     " json_extract(value, '$[2]') AS result, json_extract(value, '$[3]') AS at"
     " FROM json_each(?)) AS v"
     " WHERE jobs.id = v.id AND jobs.state = 'processing' AND jobs.owner = ?"
