@@ -780,7 +780,8 @@ class Runner:
                 m.dead_lettered.labels(*labels).inc()
             else:
                 m.cancelled.labels(*labels).inc()
-        if owned is not None and job.shard not in owned:
+        moved = owned is not None and job.shard not in owned
+        if moved:
             retry_ref = None  # the shard moved on: its next owner runs the retry
         elif not written:
             # Fenced out (the job was recovered meanwhile): storage may hold it queued again.
@@ -796,10 +797,28 @@ class Runner:
             elif job.key is None:
                 self._place(retry_ref, now)
         if mb is not None:
-            mb.release(mono)
-            self._schedule_mailbox(mb, now)
+            if moved or not written:
+                # The key's jobs in memory no longer tell what comes next: the shard went to
+                # another runner, or came back to this one after a recovery that queued this
+                # job again, ahead of them. Storage says, in id order.
+                self._reread_mailbox(mb, keep=not moved)
+            else:
+                mb.release(mono)
+                self._schedule_mailbox(mb, now)
         if written and self._on_transition is not None:
             self._on_transition(job.id, _STATUS_OF[outcome.kind])
+
+    def _reread_mailbox(self, mb: Mailbox, *, keep: bool) -> None:
+        """Forget the jobs ``mb`` holds; if ``keep``, read its key from storage again (else
+        drop it: the key's shard belongs to another runner now)."""
+        for ref in mb.drop_after(0):
+            self._known.discard(ref.id)
+        mb.release(time.monotonic())
+        mb.scheduled = False
+        if keep:
+            self._to_refill[mb.key] = None
+        elif self._mailboxes.get(mb.key) is mb:
+            del self._mailboxes[mb.key]
 
     # -- housekeeping --------------------------------------------------------------------
 
