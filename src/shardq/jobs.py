@@ -50,9 +50,9 @@ from .runner import Runner
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 _MAX_NAME = 255
-# One encoder for every payload: json.dumps with options builds a new one per call.
 #: Jobs of a batch encoded between two turns of the event loop.
 _ENCODE_CHUNK = 250
+# One encoder for every payload: json.dumps with options builds a new one per call.
 _PAYLOAD_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 #: The longest delay or timeout accepted (ten years), well inside 64-bit milliseconds.
 MAX_SECONDS = 10 * 365 * 86_400.0

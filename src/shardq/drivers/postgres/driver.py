@@ -103,8 +103,9 @@ _INSERT_DEDUPE = (
 _INSERT_UNIFORM = (
     "WITH ins AS (INSERT INTO jobs (id, type, payload, priority, state, key, shard,"
     " max_attempts, timeout, duration, batch_id, run_at, created_at, updated_at, context,"
-    " history) SELECT id, $5::text, payload, $6::int, 'queued', key, shard, $7::int, $8::float8,"
-    " $9::text, $10::text, $11::bigint, $12::bigint, $12::bigint, $13::text, $14::text FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[])"
+    " history) SELECT id, $5::text, payload, $6::int, 'queued', key, shard, $7::int,"
+    " $8::float8, $9::text, $10::text, $11::bigint, $12::bigint, $12::bigint, $13::text,"
+    " $14::text FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[])"
     " WITH ORDINALITY AS t(id, payload, key, shard, ord) ORDER BY ord"
     " RETURNING id, priority, run_at, key, shard),"
     f" {_ENQUEUE} SELECT pg_notify('{CHANNEL}', p) FROM unnest($15::text[]) p"
@@ -119,7 +120,6 @@ _SHARED = operator.attrgetter(
     "run_at",
     "created_at",
     "context",
-    "dedupe_key",
 )
 _NOTIFY = f"SELECT pg_notify('{CHANNEL}', p) FROM unnest($1::text[]) p"
 
@@ -130,14 +130,19 @@ def _appended(history: str, status: str, at: str, error: str) -> str:
     return f"left({history}, -1) || ',' || json_build_array({status}, {at}, {error})::text || ']'"
 
 
-_CANCELLED = "'cancelled'"
-
-
 def _append(status: str, at: str, error: str) -> str:
     """The SQL that appends ``[status, at, error]`` (SQL expressions) to ``history``."""
     return f"history = {_appended('history', status, at, error)}"
 
 
+# An outcome's entry: a retry shows as queued again, and only a failure carries its error.
+_HISTORY_OUTCOME = _appended(
+    "j.history",
+    "CASE o.kind WHEN 'retry' THEN 'queued' ELSE o.kind END",
+    "o.at",
+    "CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END",
+)
+_HISTORY_CANCELLED = _appended("history", "'cancelled'", "$2::bigint", "NULL")
 _APPEND_PROCESSING = _append("'processing'", "$3::bigint", "NULL::text")
 # A start need not wait for its WAL flush: if the server crashes before the flush, the job
 # is simply queued again (at-least-once), and the attempt's outcome write, being fenced on
@@ -173,14 +178,7 @@ o AS (
         finished_at = CASE o.kind WHEN 'retry' THEN j.finished_at ELSE o.at END,
         updated_at = o.at,
         owner = NULL,
-        history = {
-    _appended(
-        "j.history",
-        "CASE o.kind WHEN 'retry' THEN 'queued' ELSE o.kind END",
-        "o.at",
-        "CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END",
-    )
-}
+        history = {_HISTORY_OUTCOME}
     FROM o
     WHERE j.id = o.id AND j.owner = $1 AND j.attempts = o.attempt
     RETURNING j.id, o.kind, o.reason, o.at, o.dlq_id, o.error, j.type, j.payload, j.priority,
@@ -483,35 +481,25 @@ class PostgresDriver:
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[int, bool]]:
         if not jobs:
             return []
-        shared = _SHARED(jobs[0])
-        if shared[-1] is None and all(_SHARED(j) == shared for j in jobs):
-            self._track_own([j.id for j in jobs])
-            try:
-                await self.pool.execute(
-                    _INSERT_UNIFORM,
-                    [j.id for j in jobs],
-                    [j.payload for j in jobs],
-                    [j.key for j in jobs],
-                    [j.shard for j in jobs],
-                    *shared[:-1],
-                    json.dumps([["queued", shared[7], None]]),
-                    submitted_payloads(jobs),
-                )
-            except BaseException:
-                self._own.difference_update(j.id for j in jobs)
-                raise
-            self._count_inserted(len(jobs))
-            return [(j.id, False) for j in jobs]
-        arrays = _new_job_arrays(jobs)
+        ids = [j.id for j in jobs]
         if all(j.dedupe_key is None for j in jobs):
-            self._track_own([j.id for j in jobs])
+            shared = _SHARED(jobs[0])
+            if all(_SHARED(j) == shared for j in jobs):
+                history = json.dumps([["queued", shared[7], None]])  # [7]: created_at
+                payloads = [j.payload for j in jobs]
+                keys, shards = [j.key for j in jobs], [j.shard for j in jobs]
+                sql, args = _INSERT_UNIFORM, [ids, payloads, keys, shards, *shared, history]
+            else:
+                sql, args = _INSERT_PLAIN, _new_job_arrays(jobs)
+            self._track_own(ids)
             try:
-                await self.pool.execute(_INSERT_PLAIN, *arrays, submitted_payloads(jobs))
+                await self.pool.execute(sql, *args, submitted_payloads(jobs))
             except BaseException:
-                self._own.difference_update(j.id for j in jobs)
+                self._own.difference_update(ids)
                 raise
             self._count_inserted(len(jobs))
-            return [(j.id, False) for j in jobs]
+            return [(i, False) for i in ids]
+        arrays = _new_job_arrays(jobs)
         for _ in range(3):
             result = await self._insert_dedupe(jobs, arrays)
             if result is not None:
@@ -748,7 +736,7 @@ class PostgresDriver:
             " updated_at = CASE state WHEN 'queued' THEN $2 ELSE updated_at END,"
             " owner = CASE state WHEN 'queued' THEN NULL ELSE owner END,"
             " history = CASE state WHEN 'queued' THEN"
-            f" {_appended('history', _CANCELLED, '$2::bigint', 'NULL')} ELSE history END"
+            f" {_HISTORY_CANCELLED} ELSE history END"
             " WHERE id = $1 AND state IN ('queued', 'processing') RETURNING state),"
             " d AS (DELETE FROM job_queue WHERE id = $1"
             " AND EXISTS (SELECT 1 FROM u WHERE u.state = 'cancelled'))"
