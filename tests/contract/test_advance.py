@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,38 @@ async def test_undoing_unconfirmed_starts_requeues_only_the_owners_processing_jo
     # Queued again means startable again.
     again = await driver.advance([], [1, 2], "A", 4000)
     assert sorted(j.id for j in again.started) == [1, 2]
+
+
+async def test_a_batch_of_completions_alone_is_written_as_in_a_mixed_batch(
+    driver: Driver,
+) -> None:
+    # A batch of completions only takes a narrower statement on PostgreSQL; its rows must
+    # end up exactly as those of completions written beside other kinds of outcome.
+    await driver.insert_jobs([new_job(i) for i in range(1, 8)])
+    await driver.advance([], [1, 2, 3, 4, 5], "A", 2000)
+    alone = [Outcome(1, 1, "complete", 3000, result='"a"'), Outcome(2, 1, "complete", 3001)]
+    step = await driver.advance(alone, [6], "A", 3000)
+    assert sorted(step.written) == [1, 2] and [j.id for j in step.started] == [6]
+    finished = await driver.advance([Outcome(6, 1, "complete", 3002, result="7")], [], "A", 3002)
+    assert finished.written == [6] and finished.started == []
+    mixed = [
+        Outcome(3, 1, "complete", 3000, result='"a"'),
+        Outcome(4, 1, "complete", 3001),
+        Outcome(5, 1, "retry", 3000, error="E: again", run_at=9000),
+    ]
+    assert sorted((await driver.advance(mixed, [], "A", 3000)).written) == [3, 4, 5]
+
+    def seen(record: Any) -> tuple[object, ...]:
+        assert record is not None
+        return (record.state, record.result, record.error, record.finished_at, record.history)
+
+    for a, b in ((1, 3), (2, 4)):
+        assert seen(await driver.get_job(a)) == seen(await driver.get_job(b))
+    one = await driver.get_job(1)
+    assert one is not None and one.state == "complete" and one.result == '"a"'
+    assert one.finished_at == 3000 and tuple(one.history[-1]) == ("complete", 3000, None)
+    six = await driver.get_job(6)
+    assert six is not None and six.state == "complete" and six.result == "7"
+    # Finished jobs are no longer queued or running anywhere.
+    counts = await driver.count_queued_by_priority()
+    assert sum(counts.values()) == 2  # 7, and 5 queued again by its retry

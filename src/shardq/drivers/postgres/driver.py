@@ -135,6 +135,16 @@ def _append(status: str, at: str, error: str) -> str:
     return f"history = {_appended('history', status, at, error)}"
 
 
+def _announced(finished: str) -> str:
+    """CTEs announcing the ids of ``finished`` (``upd``, maybe filtered) as finished, in
+    notifications of 300 ids each (``note``, one row per notification)."""
+    return (
+        f"fin AS (SELECT id, (row_number() OVER ()) / 300 AS grp FROM {finished}),"
+        f" note AS (SELECT pg_notify('{CHANNEL}', 'f' || json_agg(id)::text) FROM fin"
+        " GROUP BY grp)"
+    )
+
+
 # An outcome's entry: a retry shows as queued again, and only a failure carries its error.
 _HISTORY_OUTCOME = _appended(
     "j.history",
@@ -142,6 +152,7 @@ _HISTORY_OUTCOME = _appended(
     "o.at",
     "CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END",
 )
+_HISTORY_COMPLETE = _appended("j.history", "'complete'", "o.at", "NULL::text")
 _HISTORY_CANCELLED = _appended("history", "'cancelled'", "$2::bigint", "NULL")
 _APPEND_PROCESSING = _append("'processing'", "$3::bigint", "NULL::text")
 # A start need not wait for its WAL flush: if the server crashes before the flush, the job
@@ -193,20 +204,44 @@ o AS (
     SELECT dlq_id, id, type, payload, priority, key, reason, error, attempts, max_attempts,
            created_at, at
     FROM upd WHERE kind = 'failed'
-), fin AS (
-    SELECT id, (row_number() OVER ()) / 300 AS grp FROM upd WHERE kind <> 'retry'
-), note AS (
-    SELECT pg_notify('{CHANNEL}', 'f' || json_agg(id)::text) FROM fin GROUP BY grp
-)"""
-_FINISH = f"WITH {_FINISH_CTES} SELECT id FROM upd UNION ALL SELECT NULL FROM note"
-# Outcomes and starts of one runner step in one statement: one round trip, one commit (a
-# synchronous one: the outcomes must be durable). Both updates see the same snapshot and
-# touch different rows (processing ones, queued ones). Started rows come first, flagged.
-_ADVANCE = f"""
-WITH {_FINISH_CTES}, st AS (
+), {_announced("upd WHERE kind <> 'retry'")}"""
+# The same for a batch of completions only (what a healthy runner writes nearly always):
+# four arrays instead of nine, no per-row CASE, no retry, no dead letter. The nine arrays
+# cost the client more to encode, and the server more to unnest, than these rows cost to
+# write.
+_COMPLETE_CTES = f"""
+o AS (
+    SELECT * FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[])
+        AS o(id, attempt, at, result)
+), upd AS (
+    UPDATE jobs j SET state = 'complete', result = o.result, error = NULL,
+        finished_at = o.at, updated_at = o.at, owner = NULL, history = {_HISTORY_COMPLETE}
+    FROM o
+    WHERE j.id = o.id AND j.owner = $1 AND j.attempts = o.attempt
+    RETURNING j.id
+), done AS (
+    DELETE FROM job_queue q USING upd WHERE q.id = upd.id
+), {_announced("upd")}"""
+
+
+def _finish(ctes: str) -> str:
+    """The statement writing the outcomes of ``ctes``: the ids written, then a NULL per
+    notification."""
+    return f"WITH {ctes} SELECT id FROM upd UNION ALL SELECT NULL FROM note"
+
+
+def _advance(ctes: str, starts: int) -> str:
+    """Outcomes and starts of one runner step in one statement: one round trip, one commit
+    (a synchronous one: the outcomes must be durable). The outcomes are those of ``ctes``
+    (over ``$1``, the owner, and the parameters before ``$starts``); ``$starts`` holds the
+    ids to start and the next parameter the time. Both updates see the same snapshot and
+    touch different rows (processing ones, queued ones). Started rows come first, flagged."""
+    now = f"${starts + 1}::bigint"
+    return f"""
+WITH {ctes}, st AS (
     UPDATE jobs j SET state = 'processing', attempts = j.attempts + 1, owner = $1,
-        updated_at = $12, {_append("'processing'", "$12::bigint", "NULL::text")}
-    WHERE j.state = 'queued' AND j.id = ANY($11::bigint[])
+        updated_at = {now}, {_append("'processing'", now, "NULL::text")}
+    WHERE j.state = 'queued' AND j.id = ANY(${starts}::bigint[])
       AND NOT EXISTS (SELECT 1 FROM shardq_shards s WHERE s.shard = j.shard
                       AND s.owner IS DISTINCT FROM $1)
     RETURNING {_STARTED}
@@ -215,6 +250,12 @@ SELECT true AS started, {_STARTED} FROM st
 UNION ALL SELECT false, id, {", ".join(["NULL"] * 12)} FROM upd
 UNION ALL SELECT NULL, {", ".join(["NULL"] * 13)} FROM note
 """
+
+
+_FINISH = _finish(_FINISH_CTES)
+_ADVANCE = _advance(_FINISH_CTES, 11)
+_FINISH_COMPLETE = _finish(_COMPLETE_CTES)
+_ADVANCE_COMPLETE = _advance(_COMPLETE_CTES, 6)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -628,23 +669,34 @@ class PostgresDriver:
             rows = await self.pool.fetch(_START, list(start), owner, now)
             self._running.update(r[0] for r in rows)
             return Advanced([], [StartedJob(*r) for r in rows])
-        columns = (
-            [o.id for o in outcomes],
-            [o.attempt for o in outcomes],
-            [o.kind for o in outcomes],
-            [o.at for o in outcomes],
-            [o.result for o in outcomes],
-            [o.error for o in outcomes],
-            [o.reason for o in outcomes],
-            [o.run_at for o in outcomes],
-            [o.dlq_id for o in outcomes],
-        )
+        columns: tuple[list[Any], ...]
+        if all(o.kind == "complete" for o in outcomes):
+            finish, advance = _FINISH_COMPLETE, _ADVANCE_COMPLETE
+            columns = (
+                [o.id for o in outcomes],
+                [o.attempt for o in outcomes],
+                [o.at for o in outcomes],
+                [o.result for o in outcomes],
+            )
+        else:
+            finish, advance = _FINISH, _ADVANCE
+            columns = (
+                [o.id for o in outcomes],
+                [o.attempt for o in outcomes],
+                [o.kind for o in outcomes],
+                [o.at for o in outcomes],
+                [o.result for o in outcomes],
+                [o.error for o in outcomes],
+                [o.reason for o in outcomes],
+                [o.run_at for o in outcomes],
+                [o.dlq_id for o in outcomes],
+            )
         if start:
-            rows = await self.pool.fetch(_ADVANCE, owner, *columns, list(start), now)
+            rows = await self.pool.fetch(advance, owner, *columns, list(start), now)
             written = [r[1] for r in rows if r[0] is False]
             started = [StartedJob(*r[1:]) for r in rows if r[0]]
         else:
-            rows = await self.pool.fetch(_FINISH, owner, *columns)
+            rows = await self.pool.fetch(finish, owner, *columns)
             written = [r[0] for r in rows if r[0] is not None]
             started = []
         # Every outcome ends its attempt, written or fenced off.
