@@ -159,6 +159,44 @@ async def test_loads_honour_the_owned_shards(driver: PostgresDriver) -> None:
     assert await driver.recover({1}, 5000) == 0
 
 
+async def test_finished_jobs_are_announced_to_other_processes_retries_are_not(
+    driver: PostgresDriver, pg_url: str
+) -> None:
+    """A waiter in another process is woken by the announcement, not by its re-read."""
+    other = PostgresDriver(pg_url, runner=False)
+    heard: list[int] = []
+    got = asyncio.Event()
+
+    def on_event(kind: str, ids: list[int]) -> None:
+        if kind == "finished":
+            heard.extend(ids)
+            got.set()
+
+    other.listen(on_event)
+    await other.open()
+    try:
+        n = 700  # more ids than one notification carries
+        await driver.insert_jobs([new_job(i) for i in range(1, n + 1)])
+        await driver.advance([], list(range(1, n + 1)), "A", 2000)
+        done = [Outcome(i, 1, "complete", 3000) for i in range(1, n - 2)]
+        await driver.advance(done, [], "A", 3000)
+        mixed = [
+            Outcome(n - 2, 1, "retry", 3000, error="E: again", run_at=9000),
+            Outcome(n - 1, 1, "failed", 3000, error="E: no", reason="MaxRetries", dlq_id=5),
+            Outcome(n, 1, "cancelled", 3000, error="cancelled"),
+        ]
+        await driver.advance(mixed, [], "A", 3000)
+        expected = set(range(1, n + 1)) - {n - 2}
+
+        async with asyncio.timeout(5):
+            while not expected <= set(heard):
+                got.clear()
+                await got.wait()
+        assert n - 2 not in heard
+    finally:
+        await other.close()
+
+
 async def test_a_large_batch_from_another_process_is_run(pg_url: str) -> None:
     """Over the notification size a batch is announced as a rescan; nothing is missed."""
     runner = JobService(pg_url)
