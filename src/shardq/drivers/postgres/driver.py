@@ -669,23 +669,22 @@ class PostgresDriver:
             rows = await self.pool.fetch(_START, list(start), owner, now)
             self._running.update(r[0] for r in rows)
             return Advanced([], [StartedJob(*r) for r in rows])
+        ids = [o.id for o in outcomes]
+        attempts = [o.attempt for o in outcomes]
+        ats = [o.at for o in outcomes]
+        results = [o.result for o in outcomes]
         columns: tuple[list[Any], ...]
         if all(o.kind == "complete" for o in outcomes):
             finish, advance = _FINISH_COMPLETE, _ADVANCE_COMPLETE
-            columns = (
-                [o.id for o in outcomes],
-                [o.attempt for o in outcomes],
-                [o.at for o in outcomes],
-                [o.result for o in outcomes],
-            )
+            columns = (ids, attempts, ats, results)
         else:
             finish, advance = _FINISH, _ADVANCE
             columns = (
-                [o.id for o in outcomes],
-                [o.attempt for o in outcomes],
+                ids,
+                attempts,
                 [o.kind for o in outcomes],
-                [o.at for o in outcomes],
-                [o.result for o in outcomes],
+                ats,
+                results,
                 [o.error for o in outcomes],
                 [o.reason for o in outcomes],
                 [o.run_at for o in outcomes],
