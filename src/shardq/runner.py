@@ -50,8 +50,11 @@ _STATUS_OF: dict[OutcomeKind, str] = {
     "cancelled": "cancelled",
 }
 _MAX_KEYS = 10_000
-# Rows per read when a priority's window is reloaded from storage.
+# Rows per read when a priority's window is reloaded from storage, and per turn of the event
+# loop when they are taken into memory (placing a thousand holds the loop for about a
+# millisecond on a slow core).
 _RELOAD_CHUNK = 1_000
+_OFFER_SLICE = 250
 _by_priority = operator.itemgetter(1)  # JobRef.priority
 
 
@@ -450,9 +453,10 @@ class Runner:
 
         The read goes in chunks, each taken into memory before the next is asked for: a
         whole window at once holds the event loop (decoding, placing) and the server for
-        tens of milliseconds, and critical jobs arriving meanwhile wait that long. The
+        tens of milliseconds, and critical jobs arriving meanwhile wait that long. A chunk
+        is placed in slices, the loop let go between them, for the same reason. The
         overflow mark is cleared before every chunk, so a job committed during the reload
-        is either in a later chunk or taken into memory as it arrives.
+        is either in a later chunk or slice or taken into memory as it arrives.
         """
         chunk = min(_RELOAD_CHUNK, self._window)
         after = 0
@@ -462,8 +466,13 @@ class Runner:
                 # "Due" as of now, not as of the step's start: a job dropped while an
                 # earlier read was in flight may be due only since then.
                 rows = await self._driver.load_ready(owned, p, now_ms(), chunk, after)
-                started = self._started_while_loading
-                self.offer((r for r in rows if r.id not in started), new=False)
+                for i in range(0, len(rows), _OFFER_SLICE):
+                    if i:
+                        await asyncio.sleep(0)  # let critical work through between slices
+                    started = self._started_while_loading
+                    self.offer(
+                        (r for r in rows[i : i + _OFFER_SLICE] if r.id not in started), new=False
+                    )
                 if len(rows) < chunk:
                     break
                 if self._ready_overflow[p] or self._ready_unkeyed[p] >= self._window:

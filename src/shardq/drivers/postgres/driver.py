@@ -41,6 +41,7 @@ from ..base import (
     Ownership,
     ReplayResult,
     StartedJob,
+    job_refs,
 )
 from .notifier import Notifier
 from .shard_locks import ShardLocks
@@ -261,10 +262,6 @@ _ADVANCE_COMPLETE = _advance(_COMPLETE_CTES, 6)
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool connections never change session state (no LISTEN, SET or session locks), so
     returning one to the pool needs no reset query: a round trip saved per operation."""
-
-
-def _ref(row: Any) -> JobRef:
-    return JobRef(row[0], row[1], row[2], row[3], row[4])
 
 
 def _new_job_arrays(jobs: Sequence[NewJob]) -> list[list[Any]]:
@@ -602,7 +599,7 @@ class PostgresDriver:
                 f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND id = ANY($1::bigint[])",
                 rest,
             )
-            out.extend(_ref(r) for r in rows)
+            out += job_refs(rows)
         return out
 
     async def load_ready(
@@ -622,7 +619,7 @@ class PostgresDriver:
             None if shards is None else list(shards),
             limit,
         )
-        return [_ref(r) for r in rows]
+        return job_refs(rows)
 
     async def load_delayed(
         self, shards: Collection[int] | None, now: int, limit: int
@@ -636,7 +633,7 @@ class PostgresDriver:
             None if shards is None else list(shards),
             limit,
         )
-        return [_ref(r) for r in rows]
+        return job_refs(rows)
 
     async def load_keys(self, shards: Collection[int] | None, limit: int) -> list[str]:
         if shards is not None and not shards:
@@ -656,7 +653,7 @@ class PostgresDriver:
             key,
             limit,
         )
-        return [_ref(r) for r in rows]
+        return job_refs(rows)
 
     # -- runner writes -------------------------------------------------------------------
 
@@ -764,7 +761,7 @@ class PostgresDriver:
                     _NOTIFY, ["f" + json.dumps([r[0] for r in cancelled[i : i + 300]])
                               for i in range(0, len(cancelled), 300)]
                 )  # fmt: skip
-        return len(cancelled), [_ref(r) for r in requeued]
+        return len(cancelled), job_refs(requeued)
 
     # -- reads for everyone --------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from ..base import (
     Ownership,
     ReplayResult,
     StartedJob,
+    job_refs,
 )
 
 T = TypeVar("T")
@@ -90,10 +91,6 @@ def path_from_url(url: str) -> str:
             f"SQLite URL {url!r} names no file; shardq needs a file (e.g. sqlite:///shardq.db)"
         )
     return path
-
-
-def _ref(row: Any) -> JobRef:
-    return JobRef(row[0], row[1], row[2], row[3], row[4])
 
 
 def _insert_args(j: NewJob) -> tuple[Any, ...]:
@@ -380,7 +377,7 @@ class SQLiteDriver:
                 rows = c.execute(
                     f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND id IN ({marks})", chunk
                 )
-                out.extend(_ref(r) for r in rows)
+                out += job_refs(rows)
             return out
 
         return await self._read(run)
@@ -393,7 +390,7 @@ class SQLiteDriver:
             " AND id > ? AND run_at <= ? ORDER BY id LIMIT ?"
         )
         args = (priority, after, now, limit)
-        return await self._read(lambda c: [_ref(r) for r in c.execute(sql, args)])
+        return await self._read(lambda c: job_refs(c.execute(sql, args)))
 
     async def load_delayed(
         self, shards: Collection[int] | None, now: int, limit: int
@@ -402,7 +399,7 @@ class SQLiteDriver:
             f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key IS NULL AND run_at > ?"
             " ORDER BY run_at LIMIT ?"
         )
-        return await self._read(lambda c: [_ref(r) for r in c.execute(sql, (now, limit))])
+        return await self._read(lambda c: job_refs(c.execute(sql, (now, limit))))
 
     async def load_keys(self, shards: Collection[int] | None, limit: int) -> list[str]:
         sql = "SELECT DISTINCT key FROM jobs WHERE state = 'queued' AND key IS NOT NULL LIMIT ?"
@@ -410,7 +407,7 @@ class SQLiteDriver:
 
     async def load_mailbox(self, key: str, limit: int) -> list[JobRef]:
         sql = f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key = ? ORDER BY id LIMIT ?"
-        return await self._read(lambda c: [_ref(r) for r in c.execute(sql, (key, limit))])
+        return await self._read(lambda c: job_refs(c.execute(sql, (key, limit))))
 
     # -- runner writes -------------------------------------------------------------------
 
@@ -479,16 +476,15 @@ class SQLiteDriver:
                          owner, *chunk),
                     ).fetchall()
                 ]  # fmt: skip
-                requeued += [
-                    _ref(r)
-                    for r in c.execute(
+                requeued += job_refs(
+                    c.execute(
                         "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?,"
                         f" owner = NULL, {_APPEND} WHERE {scope} RETURNING {_REF}",
                         (now, now, "queued", now,
                          "its start was not confirmed (the write failed); queued again",
                          owner, *chunk),
                     ).fetchall()
-                ]  # fmt: skip
+                )  # fmt: skip
             return cancelled, requeued
 
         cancelled, requeued = await self._tx(run)
