@@ -30,6 +30,19 @@ def _get(results: dict[str, Any], target: str, scenario: str, *path: str) -> Any
     return node
 
 
+def _calibration(c: dict[str, Any] | None) -> list[str]:
+    """The machine's calibration line (absent from runs made before it was recorded)."""
+    if not c:
+        return []
+    s, e = c["start"], c["end"]
+    return [
+        f"- **Calibration** (start / end of the run): a fixed pure-Python loop of 1M additions"
+        f" {s['python_loop_ms']} / {e['python_loop_ms']} ms; an 8 kB write plus fdatasync on"
+        f" this disk {s['fdatasync_8k_us']} / {e['fdatasync_8k_us']} µs. Absolute figures move"
+        " with these between machines and days; ratios measured in one run much less."
+    ]
+
+
 def render(doc: dict[str, Any]) -> str:
     r = doc["results"]
     m = doc["machine"]
@@ -44,6 +57,8 @@ def render(doc: dict[str, Any]) -> str:
         " figures are medians of the runs.",
         f"- **Machine:** {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB RAM,"
         f" Python {m['python']}, {m['os']}. Shared and noisy: expect run-to-run spread.",
+        *_calibration(m.get("calibration")),
+        *([f"- **Tree:** commit {doc['commit']}"] if "commit" in doc else []),
         "- **Versions:** " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()),
         "",
     ]

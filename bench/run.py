@@ -142,6 +142,59 @@ def machine() -> dict[str, Any]:
     }
 
 
+def calibrate() -> dict[str, float]:
+    """Two figures that tell machines (and moments) apart, so runs on different days can be
+    compared: the median wall time of a fixed pure-Python loop (one core's speed for an event
+    loop), and of an 8 kB write plus ``fdatasync`` on this tree's disk (what a durable commit
+    waits for). Medians of several tries."""
+    loops = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        loops.append(time.perf_counter() - t0)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / ".fsync-probe"
+    syncs = []
+    block = os.urandom(8192)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(200):
+            os.lseek(fd, 0, os.SEEK_SET)
+            t0 = time.perf_counter()
+            os.write(fd, block)
+            os.fdatasync(fd)
+            syncs.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return {
+        "python_loop_ms": round(statistics.median(loops) * 1000, 1),
+        "fdatasync_8k_us": round(statistics.median(syncs) * 1e6),
+    }
+
+
+def commit() -> str:
+    """The tree measured: its commit, marked ``+changes`` when src or bench differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src", "bench"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" +changes" if dirty else "")
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -176,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         peers = []
 
     started = dt.datetime.now(dt.UTC)
+    calibration = {"start": calibrate()}
+    log(f"calibration: {calibration['start']}")
     results: dict[str, Any] = {}
     raw: dict[str, Any] = {}
     plan = [(t, sys.executable) for t in targets] + [(p, PEER_PYTHON) for p in peers]
@@ -195,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             raw.setdefault(target, {})[scenario] = runs
             results.setdefault(target, {})[scenario] = {"params": params, **median_of(runs)}
 
+    calibration["end"] = calibrate()
+    log(f"calibration: {calibration['end']}")
     command = "scripts/bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     doc = {
         "date": started.isoformat(timespec="seconds"),
@@ -202,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "runs": args.runs,
         "quick": args.quick,
-        "machine": machine(),
+        "commit": commit(),
+        "machine": {**machine(), "calibration": calibration},
         "versions": _versions(targets, peers),
         "settings": _settings(targets, peers),
         "skipped": skipped,
