@@ -30,6 +30,13 @@ def _get(results: dict[str, Any], target: str, scenario: str, *path: str) -> Any
     return node
 
 
+def _run_ratios(doc: dict[str, Any], target: str) -> str:
+    """The backlog p99 ratio of every run, in run order: the spread a median hides (a p99 of
+    200 samples is their second-worst, so one hiccup of the machine moves it)."""
+    runs = doc.get("raw", {}).get(target, {}).get("backlog", [])
+    return ", ".join(_f(x["p99_ratio"]) for x in runs if "p99_ratio" in x) or "-"
+
+
 def _calibration(c: dict[str, Any] | None) -> list[str]:
     """The machine's calibration line (absent from runs made before it was recorded)."""
     if not c:
@@ -143,6 +150,7 @@ def render(doc: dict[str, Any]) -> str:
                 f"| {t} | {_f(b['params']['backlog'])} | {_f(b['idle']['p50_ms'])}"
                 f" | {_f(b['idle']['p99_ms'])} | {_f(b['behind_backlog']['p50_ms'])}"
                 f" | {_f(b['behind_backlog']['p99_ms'])} | {_f(b['p99_ratio'])}"
+                f" | {_run_ratios(doc, t)}"
                 f" | {_f(b['low_queued_before'])} -> {_f(b['low_queued_after'])} |"
             )
     if rows:
@@ -154,8 +162,8 @@ def render(doc: dict[str, Any]) -> str:
             " jobs submitted to the same runner (which is busy draining them meanwhile).",
             "",
             "| system | low backlog | idle p50 ms | idle p99 ms | behind p50 ms"
-            " | behind p99 ms | p99 ratio | low queued (start -> end) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            " | behind p99 ms | p99 ratio | ratio of each run | low queued (start -> end) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
         ]
     rows = []
