@@ -45,8 +45,9 @@ class NewJob:
 class JobRef(NamedTuple):
     """What a runner needs to schedule a queued job, without its payload.
 
-    A tuple of plain values, which the garbage collector stops tracking: a runner holds
-    tens of thousands of them, and a full collection would otherwise walk every one.
+    A tuple of plain values: a runner holds tens of thousands of them. (Being a subclass of
+    tuple, each one stays tracked by the garbage collector, which untracks exact tuples
+    only: a full collection walks every one.)
     """
 
     id: int
