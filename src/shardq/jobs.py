@@ -215,6 +215,13 @@ class JobService:
         loop.close()
         self._thread = None
 
+    def health_problem(self) -> str | None:
+        """Why this service cannot do its work now (storage closed, or its runner's writes
+        keep failing), or None when it is healthy."""
+        if self._driver is None:
+            return "the JobService is not started"
+        return None if self._runner is None else self._runner.problem
+
     @property
     def driver(self) -> Driver:
         """The open storage driver; raises if the service is not started."""

@@ -196,6 +196,11 @@ class Runner:
         self._attempts.shutdown()
 
     @property
+    def problem(self) -> str | None:
+        """Why this runner is not making progress (its steps keep failing), or None."""
+        return None
+
+    @property
     def running_count(self) -> int:
         """Handlers running now."""
         return len(self._running)
