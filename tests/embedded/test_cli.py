@@ -99,6 +99,7 @@ async def test_status_cancel_and_dlq_commands(sqlite_url: str) -> None:
 def test_bad_input_exits_non_zero_with_a_clear_message(
     sqlite_url: str, args: list[str], needle: str
 ) -> None:
+    assert shardq("migrate", url=sqlite_url).returncode == 0
     out = shardq(*args, url=sqlite_url)
     assert out.returncode == 1
     assert needle in out.stderr and "Traceback" not in out.stderr

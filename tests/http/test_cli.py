@@ -123,19 +123,23 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
 
 
 def test_stats_and_runners_from_a_server(
-    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+    sqlite_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from .server import LiveServer
 
     server = LiveServer(lambda: JobService(sqlite_url), "t").start()
     try:
-        code, out, _ = run(capsys, "--json", "stats", "--server", server.url)
+        code, out, _ = run(capsys, "--json", "stats", "--server", server.url, "--token", "t")
         data = json.loads(out)
         assert code == 0 and data["source"] == "runner" and "latency_ms" in data
+        monkeypatch.setenv("SHARDQ_API_TOKEN", "t")
         code, out, _ = run(capsys, "stats", "--server", server.url)
         assert "submit-to-start ms" in out
         code, out, _ = run(capsys, "runners", "--server", server.url)
         assert code == 0 and "mode embedded" in out and "runner " in out
+        code, out, err = run(capsys, "runners", "--server", server.url, "--token", "wrong")
+        assert code == 1 and out == "" and len(err.splitlines()) == 1
+        assert "answered 401" in err and "--token" in err
     finally:
         server.stop()
     code, _, err = run(capsys, "stats", "--server", server.url)

@@ -6,9 +6,8 @@ import argparse
 from typing import Any
 
 from ..drivers import connect
-from ..jobs import JobService
 from ..models import JobStatusResponse
-from . import database_url, emit
+from . import database_url, emit, service
 
 
 def register(sub: Any) -> None:
@@ -69,7 +68,7 @@ def _status_text(st: JobStatusResponse) -> str:
 
 async def status(args: argparse.Namespace) -> int:
     """Print one job."""
-    async with JobService(database_url(args), runner=False) as jobs:
+    async with service(args) as jobs:
         st = await jobs.status(args.job_id)
     emit(args, st.to_dict(), _status_text(st))
     return 0
@@ -77,7 +76,7 @@ async def status(args: argparse.Namespace) -> int:
 
 async def cancel(args: argparse.Namespace) -> int:
     """Cancel one job."""
-    async with JobService(database_url(args), runner=False) as jobs:
+    async with service(args) as jobs:
         await jobs.cancel(args.job_id)
         st = await jobs.status(args.job_id)
     text = (
@@ -93,7 +92,7 @@ async def dlq_list(args: argparse.Namespace) -> int:
     """Print dead letters as a table."""
     if not 1 <= args.limit <= 1000:
         raise ValueError("--limit must be within 1..1000")
-    async with JobService(database_url(args), runner=False) as jobs:
+    async with service(args) as jobs:
         rows = await jobs.dead_letters(limit=args.limit)
     table = [
         f"{'ID':<20} {'JOB':<20} {'TYPE':<20} {'REASON':<16} {'TRIES':>5}  {'FAILED AT':<23} ERROR"
@@ -113,7 +112,7 @@ async def dlq_list(args: argparse.Namespace) -> int:
 
 async def dlq_show(args: argparse.Namespace) -> int:
     """Print one dead letter."""
-    async with JobService(database_url(args), runner=False) as jobs:
+    async with service(args) as jobs:
         d = await jobs.dead_letter(args.dlq_id)
     data = d.to_dict()
     emit(args, data, "\n".join(f"{k:>14}: {v}" for k, v in data.items()))
@@ -125,7 +124,7 @@ async def dlq_replay(args: argparse.Namespace) -> int:
     if bool(args.dlq_id) == bool(args.all):
         raise ValueError("give a dead-letter ID or --all (not both)")
     replayed: list[dict[str, str]] = []
-    async with JobService(database_url(args), runner=False) as jobs:
+    async with service(args) as jobs:
         if args.dlq_id:
             replayed.append({"dlq_id": args.dlq_id, "job_id": await jobs.replay(args.dlq_id)})
         else:

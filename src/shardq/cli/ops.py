@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import sys
 import urllib.error
 import urllib.request
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..jobs import JobService
 from ..models import PRIORITIES, STATUSES
-from . import database_url, emit
+from . import database_url, emit, service
+from .failures import Refused, Usage
+
+ENV_TOKEN = "SHARDQ_API_TOKEN"
+# Unix seconds of 9999-12-31T23:59:59Z: the last instant an ISO 8601 time can name.
+_LAST_SECOND = 253_402_300_799
 
 
 def register(sub: Any) -> None:
@@ -21,18 +30,29 @@ def register(sub: Any) -> None:
         help="submit a job (a JSON array payload submits a batch)",
         description=(
             "Store a job of TYPE with the JSON payload and print its id. A JSON array submits"
-            " one job per element, in one transaction, and prints their ids."
+            " one job per element, in one transaction, and prints their ids (an empty array"
+            " is refused). The payload must be strict JSON: no duplicate keys, no NaN or"
+            " Infinity; a payload that is refused stores nothing."
         ),
-        epilog="""example: shardq submit email.send '{"to": "a@b.c"}' --priority high""",
+        epilog=(
+            """examples: shardq submit email.send '{"to": "a@b.c"}' --priority high\n"""
+            """          shardq submit email.send --payload-file batch.json"""
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("type", metavar="TYPE", help="the job type, e.g. email.send")
-    p.add_argument("payload", metavar="JSON", help="the payload as JSON")
+    p.add_argument("payload", metavar="JSON", nargs="?", help="the payload as JSON")
+    p.add_argument(
+        "--payload-file",
+        metavar="PATH",
+        help="read the JSON payload from this UTF-8 file instead ('-' reads stdin)",
+    )
     p.add_argument("--priority", choices=PRIORITIES, default="normal", help="default normal")
     p.add_argument("--key", help="jobs sharing a key run one at a time, in submit order")
     p.add_argument("--dedupe-key", help="return the retained job with this key instead")
     p.add_argument("--max-attempts", type=int, default=None, help="attempts before dead-letter")
-    p.add_argument("--delay", type=float, default=0.0, help="seconds before it may run")
-    p.add_argument("--timeout", type=float, default=None, help="seconds each attempt may take")
+    p.add_argument("--delay", type=seconds, default=0.0, help="seconds before it may run")
+    p.add_argument("--timeout", type=seconds, default=None, help="seconds each attempt may take")
     p.set_defaults(run=submit)
 
     p = sub.add_parser(
@@ -44,8 +64,12 @@ def register(sub: Any) -> None:
     p.add_argument("--type", help="only jobs of this type")
     p.add_argument("--priority", choices=PRIORITIES, help="only jobs of this priority")
     p.add_argument("--key", help="only jobs with this ordering key")
-    p.add_argument("--since", metavar="TIME", help="created at or after (ISO 8601 or Unix s)")
-    p.add_argument("--until", metavar="TIME", help="created before (ISO 8601 or Unix s)")
+    p.add_argument(
+        "--since", metavar="TIME", type=instant, help="created at or after (ISO 8601 or Unix s)"
+    )
+    p.add_argument(
+        "--until", metavar="TIME", type=instant, help="created before (ISO 8601 or Unix s)"
+    )
     p.add_argument("--limit", type=int, default=50, help="how many (1..1000, default 50)")
     p.add_argument("--before", metavar="ID", help="page: only jobs older than this id")
     p.set_defaults(run=list_jobs)
@@ -56,7 +80,7 @@ def register(sub: Any) -> None:
         description="Wait for the job to finish and print it; exit 0 if complete, 1 if not.",
     )
     p.add_argument("job_id", metavar="ID")
-    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.add_argument("--timeout", type=seconds, default=None, help="give up after this many seconds")
     p.set_defaults(run=wait)
 
     p = sub.add_parser(
@@ -68,7 +92,7 @@ def register(sub: Any) -> None:
             " (throughput and latency percentiles from its runner's counters)."
         ),
     )
-    p.add_argument("--server", metavar="URL", help="e.g. http://127.0.0.1:8000")
+    _server_options(p)
     p.set_defaults(run=stats)
 
     p = sub.add_parser(
@@ -79,46 +103,127 @@ def register(sub: Any) -> None:
             " and shard ownership a running 'shardq serve' reports."
         ),
     )
-    p.add_argument("--server", metavar="URL", help="e.g. http://127.0.0.1:8000")
+    _server_options(p)
     p.set_defaults(run=runners)
 
 
-def _parse_time(value: str | None, flag: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{flag} must be ISO 8601 or Unix seconds, got {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.astimezone()
-    return parsed.timestamp()
+def _server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", metavar="URL", help="e.g. http://127.0.0.1:8000")
+    p.add_argument(
+        "--token",
+        default=None,
+        help=f"the server's API token (default: ${ENV_TOKEN}); reads need it",
+    )
 
 
-def _fetch(server: str, path: str) -> Any:
-    url = server.rstrip("/") + path
+def seconds(value: str) -> float:
+    """An argument type: a finite, non-negative number of seconds."""
+    try:
+        n = float(value)
+    except ValueError:
+        n = math.nan
+    if not math.isfinite(n) or n < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {value!r}")
+    return n
+
+
+def instant(value: str) -> float:
+    """An argument type: an ISO 8601 time (local if it names no zone) or Unix seconds."""
+    try:
+        t = float(value)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an ISO 8601 time or Unix seconds, got {value!r}"
+            ) from None
+        t = (parsed if parsed.tzinfo else parsed.astimezone()).timestamp()
+    if not abs(t) <= _LAST_SECOND:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{value!r} is out of range (years 1..9999)")
+    return t
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise Refused(f"duplicate key {key!r} in a JSON object: give each key once")
+        obj[key] = value
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise Refused(f"{name} is not JSON: give a number or null")
+
+
+def _finite(text: str) -> float:
+    n = float(text)
+    if not math.isfinite(n):
+        raise Refused(f"the number {text[:40]} is out of range for a JSON payload")
+    return n
+
+
+def parse_payload(text: str) -> Any:
+    """A payload from strict JSON text: duplicate keys, NaN, Infinity and numbers that
+    overflow are refused, as is nesting deeper than the parser can go."""
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_float=_finite,
+        )
+    except RecursionError:
+        raise Refused("the JSON payload is nested too deeply") from None
+    except Refused:
+        raise
+    except ValueError as e:
+        raise Refused(f"the JSON payload is not valid JSON: {e}") from None
+
+
+def _payload_text(args: argparse.Namespace) -> str:
+    if (args.payload is None) == (args.payload_file is None):
+        raise Usage(
+            "give the payload as JSON or with --payload-file, not both"
+            if args.payload is not None
+            else "give the payload: JSON text or --payload-file PATH",
+            "shardq submit",
+        )
+    if args.payload_file is None:
+        text: str = args.payload
+        return text
+    source = args.payload_file
+    raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        where = "stdin" if source == "-" else source
+        raise Refused(f"{where} is not UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _fetch(args: argparse.Namespace, path: str) -> Any:
+    url = args.server.rstrip("/") + path
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"--server must be an http(s) URL, got {server!r}")
+        raise Refused(f"--server must be an http(s) URL, got {args.server!r}")
+    token = args.token or os.environ.get(ENV_TOKEN)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return json.loads(resp.read())
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return json.loads(r.read())
     except urllib.error.HTTPError as e:
-        raise RuntimeError(f"{url} answered {e.code}: {e.read()[:300]!r}") from None
-    except urllib.error.URLError as e:
-        raise RuntimeError(f"cannot reach {url}: {e.reason}") from None
+        hint = f"; give --token or set ${ENV_TOKEN}" if e.code == 401 else ""
+        raise RuntimeError(f"{url} answered {e.code}: {e.read()[:300]!r}{hint}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise RuntimeError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
 
 
 async def submit(args: argparse.Namespace) -> int:
     """Submit one job or a batch."""
-    try:
-        payload = json.loads(args.payload)
-    except ValueError as e:
-        raise ValueError(f"JSON payload is not valid JSON: {e}") from None
-    async with JobService(database_url(args), runner=False) as jobs:
+    payload = parse_payload(_payload_text(args))
+    if payload == []:
+        raise Refused("an empty JSON array submits no jobs: give at least one element")
+    async with service(args, create=True) as jobs:
         result = await jobs.submit(
             args.type,
             payload,
@@ -139,14 +244,14 @@ async def list_jobs(args: argparse.Namespace) -> int:
     """Print jobs as a table."""
     if not 1 <= args.limit <= 1000:
         raise ValueError("--limit must be within 1..1000")
-    async with JobService(database_url(args), runner=False) as jobs:
+    async with service(args) as jobs:
         rows = await jobs.list_jobs(
             status=args.status,
             type=args.type,
             priority=args.priority,
             key=args.key,
-            created_after=_parse_time(args.since, "--since"),
-            created_before=_parse_time(args.until, "--until"),
+            created_after=args.since,
+            created_before=args.until,
             limit=args.limit,
             before=args.before,
         )
@@ -171,7 +276,7 @@ async def list_jobs(args: argparse.Namespace) -> int:
 
 async def wait(args: argparse.Namespace) -> int:
     """Wait for one job to finish."""
-    async with JobService(database_url(args), runner=False) as jobs:
+    async with service(args) as jobs:
         st = await jobs.wait(args.job_id, timeout=args.timeout)
     text = f"job {st.id}: {st.status} after {st.attempts} attempt(s)"
     if st.result is not None:
@@ -215,9 +320,9 @@ def _stats_text(data: dict[str, Any]) -> str:
 async def stats(args: argparse.Namespace) -> int:
     """Print counts (and live rates with --server)."""
     if args.server:
-        data = _fetch(args.server, "/api/stats")
+        data = _fetch(args, "/api/stats")
     else:
-        async with JobService(database_url(args), runner=False) as jobs:
+        async with service(args) as jobs:
             st = await jobs.stats()
         data = {
             "by_status": st.by_status,
@@ -231,7 +336,7 @@ async def stats(args: argparse.Namespace) -> int:
 async def runners(args: argparse.Namespace) -> int:
     """Print runners and shard ownership."""
     if args.server:
-        data = _fetch(args.server, "/api/runners")
+        data = _fetch(args, "/api/runners")
     else:
         jobs = JobService(database_url(args), runner=False)
         cfg = jobs.config
