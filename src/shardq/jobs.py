@@ -94,6 +94,7 @@ class JobService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.runner_id = uuid.uuid4().hex
+        self._started = False
 
     # -- handlers ------------------------------------------------------------------------
 
@@ -126,6 +127,11 @@ class JobService:
         if self._driver is not None:
             raise RuntimeError("JobService is already started")
         cfg = self.config
+        if self._started:
+            # A new fencing token: jobs an earlier start left processing under the old one
+            # (a stop that gave up writing) are recovered, not taken for this run's own.
+            self.runner_id = uuid.uuid4().hex
+        self._started = True
         driver = connect(
             cfg.database_url,
             runner=self.runs_jobs,

@@ -146,6 +146,16 @@ class Metrics:
         self.run_time = LoopHistogram(
             "shardq_run_seconds", "Handler run time", ("type",), r, _RUNTIME_BUCKETS
         )
+        self.step_failures = Counter(
+            "shardq_runner_step_failures",
+            "Runner steps that failed (storage unreachable, or a write it refused)",
+            registry=r,
+        )
+        self.outcomes_refused = Counter(
+            "shardq_outcomes_refused",
+            "Outcomes storage refused to store; their jobs were failed with the reason",
+            registry=r,
+        )
         for p in PRIORITIES:
             self.queue_depth.labels(p).set(0)
 

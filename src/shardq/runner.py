@@ -34,6 +34,7 @@ from .drivers.base import (
     Ownership,
     StartedJob,
 )
+from .entity import job_entity
 from .ids import Snowflake
 from .mailbox import Mailbox
 from .models import PRIORITIES, PRIORITY_WEIGHTS
@@ -56,6 +57,17 @@ _MAX_KEYS = 10_000
 _RELOAD_CHUNK = 1_000
 _OFFER_SLICE = 250
 _by_priority = operator.itemgetter(1)  # JobRef.priority
+# Consecutive failed steps before their outcomes are written one by one (a first failure is
+# most often a connection lost), and before the runner reports itself unhealthy.
+_ISOLATE_AFTER = 2
+_UNHEALTHY_AFTER = 3
+_MAX_FAILURE_TEXT = 500
+
+
+def _safe_text(text: str) -> str:
+    """``text`` as storage and logs can always take it: no lone surrogates, bounded."""
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe if len(safe) <= _MAX_FAILURE_TEXT else safe[:_MAX_FAILURE_TEXT] + "…"
 
 
 class Runner:
@@ -110,6 +122,15 @@ class Runner:
         # processed a 1,000-key backlog 25% slower).
         self._to_refill: dict[str, None] = {}
         self._keys_overflow = True
+        # True while every key with queued jobs on the owned shards is known (a key read
+        # that no catch-up mark or recovery overlapped). Until then a key first seen in an
+        # arrival may have older jobs in storage: its mailbox is read before it runs.
+        self._keys_complete = False
+        self._marks = 0
+        # Shards being recovered after their acquisition: their jobs are not taken into
+        # memory until the recovery has queued the interrupted ones again (they come first).
+        self._recovering: set[int] = set()
+        self._recoveries = 0
         self._known: set[int] = set()
         self._running: dict[int, Attempt] = {}
         self._cancel_pending: set[int] = set()
@@ -138,6 +159,9 @@ class Runner:
         self._loop_task: asyncio.Task[None] | None = None
         self._label_cache: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._maintenance: asyncio.Task[None] | None = None
+        self._ids = ids
+        self._failed_steps = 0
+        self._last_failure = ""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -198,7 +222,12 @@ class Runner:
     @property
     def problem(self) -> str | None:
         """Why this runner is not making progress (its steps keep failing), or None."""
-        return None
+        if self._failed_steps < _UNHEALTHY_AFTER:
+            return None
+        return (
+            f"the runner's last {self._failed_steps} steps failed, the latest with"
+            f" {self._last_failure}"
+        )
 
     @property
     def running_count(self) -> int:
@@ -211,11 +240,14 @@ class Runner:
         """Take freshly committed jobs (``new``) or reloaded ones into memory."""
         now = now_ms()
         owned = self._ownership.owned()
+        recovering = self._recovering
         added = False
         fresh = [0] * len(self._depth)
         for ref in refs:
             if ref.id in self._known or (owned is not None and ref.shard not in owned):
                 continue
+            if recovering and ref.shard in recovering:
+                continue  # read from storage once its shard is recovered
             if new:
                 fresh[ref.priority] += 1
             added |= self._place(ref, now)
@@ -272,16 +304,43 @@ class Runner:
             self._counted_out.add(job_id)
 
     async def on_shards_changed(self, acquired: set[int], lost: set[int]) -> None:
-        """Ownership moved: forget and interrupt what was lost, catch up on what was gained."""
+        """Ownership moved: forget and interrupt what was lost, catch up on what was gained.
+
+        Nothing of an acquired shard runs before its interrupted jobs are queued again: a
+        key's job that arrives meanwhile must not overtake the key's older job that the
+        previous owner was running.
+        """
         if lost:
             self._forget_shards(lost)
         if acquired:
-            recovered = await self._driver.recover(acquired, now_ms())
+            self._recovering |= acquired
+            self._recoveries += 1
+            self._mark_storage_ahead()
+            try:
+                recovered = await self._driver.recover(acquired, now_ms(), self._ownership.token)
+            finally:
+                self._recovering -= acquired
+                self._recoveries += 1
             if recovered:
                 log.info("recovered %d job(s) on %d acquired shard(s)", recovered, len(acquired))
+            self._reread_keys_of(acquired)
             self._mark_storage_ahead()
             await self._recount()
         self._wake.set()
+
+    def _reread_keys_of(self, shards: set[int]) -> None:
+        """Read again from storage every mailbox of ``shards``: what memory holds of them
+        predates the recovery that may have queued older jobs of their keys."""
+        count = self._config.shards
+        for key, mb in list(self._mailboxes.items()):
+            if job_entity(0, key, count).shard not in shards:
+                continue
+            if mb.busy:
+                for ref in mb.drop_after(0):
+                    self._known.discard(ref.id)
+                self._to_refill[key] = None
+            else:
+                self._reread_mailbox(mb, keep=True)
 
     def _forget_shards(self, lost: set[int]) -> None:
         for attempt in list(self._running.values()):
@@ -320,6 +379,11 @@ class Runner:
                 mb = self._mailboxes[ref.key] = Mailbox(
                     ref.key, self._config.mailbox_capacity, time.monotonic()
                 )
+                if not self._keys_complete:
+                    # Storage may hold older jobs of this key: they are read first.
+                    mb.overflow = True
+                    self._to_refill[ref.key] = None
+                    self._wake.set()
             self._known.add(ref.id)
             dropped = mb.offer(ref)
             if dropped is not None:
@@ -363,6 +427,8 @@ class Runner:
         self._ready_overflow = [True] * len(self._ready_overflow)
         self._delayed_overflow_at = 0
         self._keys_overflow = True
+        self._keys_complete = False
+        self._marks += 1
 
     def _promote_due(self, now: int) -> None:
         while self._delayed and self._delayed[0][0] <= now:
@@ -413,28 +479,53 @@ class Runner:
                 self._loads.add(task)
                 task.add_done_callback(self._loads.discard)
         if self._keys_overflow and len(self._mailboxes) < _MAX_KEYS // 2:
-            keys = await self._driver.load_keys(owned, _MAX_KEYS)
-            self._keys_overflow = len(keys) >= _MAX_KEYS
-            for key in keys:
-                mb = self._mailboxes.get(key)
-                if mb is None:
-                    mb = self._mailboxes[key] = Mailbox(
-                        key, self._config.mailbox_capacity, time.monotonic()
-                    )
-                mb.overflow = True
-                if mb.needs_refill():
-                    self._to_refill[key] = None
+            await self._load_keys(owned)
+        await self._refill_mailboxes(now)
+
+    async def _load_keys(self, owned: Collection[int] | None) -> None:
+        """Give every key with queued jobs a mailbox to be read from storage."""
+        # Cleared before the read: a mark made during it (a recovery, a rescan) stays.
+        self._keys_overflow = False
+        marks = self._marks
+        keys = await self._driver.load_keys(owned, _MAX_KEYS)
+        if len(keys) >= _MAX_KEYS:
+            self._keys_overflow = True
+        self._keys_complete = (
+            not self._keys_overflow and marks == self._marks and not self._recovering
+        )
+        for key in keys:
+            mb = self._mailboxes.get(key)
+            if mb is None:
+                mb = self._mailboxes[key] = Mailbox(
+                    key, self._config.mailbox_capacity, time.monotonic()
+                )
+            mb.overflow = True
+            if mb.needs_refill():
+                self._to_refill[key] = None
+
+    async def _refill_mailboxes(self, now: int) -> None:
+        """Read the keys whose mailboxes ran empty while storage holds more of their jobs."""
         for key in list(self._to_refill):
             mb = self._mailboxes.get(key)
             if mb is None or not mb.needs_refill():
                 self._to_refill.pop(key, None)
                 continue
             mb.overflow = False
+            recoveries = self._recoveries
             try:
                 rows = await self._driver.load_mailbox(key, mb.capacity)
             except BaseException:
                 mb.overflow = True  # still to be read: the next step tries again
                 raise
+            if recoveries != self._recoveries:
+                # A recovery began or ended during the read: its rows may miss a job it
+                # queued again, so neither they nor what arrived meanwhile may run yet.
+                # Read the key again next step.
+                for ref in mb.drop_after(0):
+                    self._known.discard(ref.id)
+                mb.scheduled = False
+                self._wake.set()
+                continue
             self._to_refill.pop(key, None)
             self.offer(rows, new=False)
             # (Re-read: an empty mailbox may have been evicted during the read.)
@@ -516,7 +607,6 @@ class Runner:
     # -- dispatch ------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
-        failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -528,12 +618,16 @@ class Runner:
                     await self._step()
                 finally:
                     self._stepping = False
-                failures = 0
+                if self._failed_steps:
+                    log.info("the runner's steps succeed again")
+                    self._failed_steps = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                failures += 1
-                delay = min(5.0, 0.05 * 2**failures)
+            except Exception as e:
+                self._failed_steps += 1
+                self._last_failure = _safe_text(f"{type(e).__name__}: {e}")
+                self._metrics.step_failures.inc()
+                delay = min(5.0, 0.05 * 2**self._failed_steps)
                 log.exception("dispatch failed; trying again in %.2fs", delay)
                 await asyncio.sleep(delay)
                 self._wake.set()
@@ -554,6 +648,11 @@ class Runner:
             await self._catch_up(now)
             self._promote_due(now)
         batch, self._outcomes = self._outcomes, []
+        if batch and self._failed_steps >= _ISOLATE_AFTER:
+            # Writing this batch failed more than once: write its outcomes one by one, so
+            # that one storage refuses cannot hold back the others (or the runner).
+            await self._write_singly(batch, now)
+            batch = []
         ready = self._ready[0]
         if batch and ready and len(ready) <= self._reserve and not self._stopping:
             # A few critical jobs wait: they start in a small transaction of their own (in the
@@ -572,6 +671,44 @@ class Runner:
             await self._advance(batch, starts, now)
         if self._delayed:
             self._arm_timer(time.monotonic() + max(0, self._delayed[0][0] - now_ms()) / 1000)
+
+    async def _write_singly(self, batch: list[tuple[Outcome, Attempt]], now: int) -> None:
+        """Write each outcome of ``batch`` in a transaction of its own. One that storage
+        refuses (as opposed to one it cannot be reached for) is replaced by a failure of
+        the job saying why, so the job ends, visibly, instead of being retried for ever."""
+        token = self._ownership.token
+        owned = self._ownership.owned()
+        for i, (original, attempt) in enumerate(batch):
+            outcome = original
+            try:
+                try:
+                    done = await self._driver.advance([outcome], [], token, now)
+                except Exception as e:
+                    if self._driver.unreachable(e):
+                        raise
+                    outcome = self._refused(outcome, e)
+                    done = await self._driver.advance([outcome], [], token, now)
+            except BaseException:
+                self._outcomes = batch[i:] + self._outcomes
+                raise
+            self._free += 1
+            written = outcome.id in done.written
+            self._settle(outcome, attempt, written, now_ms(), time.monotonic(), owned)
+
+    def _refused(self, outcome: Outcome, error: Exception) -> Outcome:
+        """A failure of ``outcome``'s job, in place of an outcome storage refused."""
+        text = _safe_text(f"{type(error).__name__}: {error}")
+        log.error("job %d: storage refused its outcome (%s); the job fails", outcome.id, text)
+        self._metrics.outcomes_refused.inc()
+        return Outcome(
+            outcome.id,
+            outcome.attempt,
+            "failed",
+            outcome.at,
+            error=f"its outcome ({outcome.kind}) could not be stored: {text}",
+            reason="Processing",
+            dlq_id=self._ids.next(),
+        )
 
     async def _undo_unconfirmed(self, now: int) -> None:
         """Put the jobs of unconfirmed starts back in the queue (a start that did commit has

@@ -266,9 +266,13 @@ class Driver(Protocol):
         Either part may be empty. Finished jobs are announced to waiting processes.
         """
 
-    async def recover(self, shards: Collection[int] | None, now: int) -> int:
+    async def recover(
+        self, shards: Collection[int] | None, now: int, keep_owner: str | None = None
+    ) -> int:
         """Return interrupted (processing) jobs of ``shards`` to the queue; a job whose
-        cancel was requested becomes cancelled instead. Returns how many were touched."""
+        cancel was requested becomes cancelled instead. Jobs that ``keep_owner`` runs are
+        left alone (a runner recovering shards it just acquired may already have started
+        some of their jobs). Returns how many were touched."""
 
     async def undo_starts(self, ids: Collection[int], owner: str, now: int) -> list[JobRef]:
         """Undo starts whose commit was not confirmed (the call that wrote them failed, and
@@ -307,6 +311,11 @@ class Driver(Protocol):
 
     async def count_dead_letters(self) -> int:
         """Dead letters not yet replayed."""
+
+    def unreachable(self, error: BaseException) -> bool:
+        """True when ``error`` (raised by a call of this driver) says storage could not be
+        reached or answered too late, so the same call may succeed later; False when
+        storage refused what it was given."""
 
     def listen(self, handler: EventHandler) -> None:
         """Deliver other processes' notifications to ``handler`` (on the event loop)."""

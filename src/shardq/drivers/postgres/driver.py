@@ -253,6 +253,18 @@ UNION ALL SELECT NULL, {", ".join(["NULL"] * 13)} FROM note
 """
 
 
+# What says the server (or the client encoding for it) refused the data given, as opposed to
+# a connection, a server restart or a conflict that the same call may get past later.
+# asyncpg's client-side DataError is a ValueError.
+_REFUSED = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    asyncpg.exceptions.ProgramLimitExceededError,
+)
+
 _FINISH = _finish(_FINISH_CTES)
 _ADVANCE = _advance(_FINISH_CTES, 11)
 _FINISH_COMPLETE = _finish(_COMPLETE_CTES)
@@ -432,6 +444,9 @@ class PostgresDriver:
             return applied
 
     # -- notifications -------------------------------------------------------------------
+
+    def unreachable(self, error: BaseException) -> bool:
+        return not isinstance(error, _REFUSED)
 
     def listen(self, handler: EventHandler) -> None:
         self._handler = handler
@@ -702,12 +717,15 @@ class PostgresDriver:
             self._locks.jobs_finished()
         return Advanced(written, started)
 
-    async def recover(self, shards: Collection[int] | None, now: int) -> int:
+    async def recover(
+        self, shards: Collection[int] | None, now: int, keep_owner: str | None = None
+    ) -> int:
         if shards is not None and not shards:
             return 0
         cancelled, requeued = await self._interrupted(
-            "id IN (SELECT id FROM job_queue WHERE $1::int[] IS NULL OR shard = ANY($1::int[]))",
-            (None if shards is None else list(shards),),
+            "id IN (SELECT id FROM job_queue WHERE $1::int[] IS NULL OR shard = ANY($1::int[]))"
+            " AND ($5::text IS NULL OR owner IS DISTINCT FROM $5::text)",
+            (None if shards is None else list(shards), keep_owner),
             now,
             "interrupted: the runner stopped during the attempt",
         )

@@ -327,6 +327,21 @@ class SQLiteDriver:
         elif self._handler is not None:
             self._handler(kind, ids)  # type: ignore[arg-type]
 
+    def unreachable(self, error: BaseException) -> bool:
+        # Refused: a value SQLite cannot bind or store. Anything else (a locked or vanished
+        # file, an I/O error, a closed connection) may pass later.
+        return not isinstance(
+            error,
+            (
+                ValueError,
+                TypeError,
+                OverflowError,
+                sqlite3.DataError,
+                sqlite3.IntegrityError,
+                sqlite3.InterfaceError,
+            ),
+        )
+
     def listen(self, handler: EventHandler) -> None:
         self._handler = handler
 
@@ -438,17 +453,37 @@ class SQLiteDriver:
             self._tell_watchers([i for i in done.written if i in finished])
         return done
 
-    async def recover(self, shards: Collection[int] | None, now: int) -> int:
+    async def recover(
+        self, shards: Collection[int] | None, now: int, keep_owner: str | None = None
+    ) -> int:
+        if shards is not None and not shards:
+            return 0
+        scope = "state = 'processing'"
+        args: list[Any] = []
+        if keep_owner is not None:
+            scope += " AND owner IS NOT ?"
+            args.append(keep_owner)
+        if shards is not None:
+            scope += f" AND shard IN ({','.join('?' * len(shards))})"
+            args += sorted(shards)
+
         def run(c: sqlite3.Connection) -> int:
             cancelled = c.execute(
                 "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,"
-                f" owner = NULL, {_APPEND} WHERE state = 'processing' AND cancel_requested = 1",
-                (now, now, "cancelled", now, "cancelled while its runner was down"),
+                f" owner = NULL, {_APPEND} WHERE cancel_requested = 1 AND {scope}",
+                (now, now, "cancelled", now, "cancelled while its runner was down", *args),
             ).rowcount
             requeued = c.execute(
                 "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?, owner = NULL,"
-                f" {_APPEND} WHERE state = 'processing'",
-                (now, now, "queued", now, "interrupted: the runner stopped during the attempt"),
+                f" {_APPEND} WHERE {scope}",
+                (
+                    now,
+                    now,
+                    "queued",
+                    now,
+                    "interrupted: the runner stopped during the attempt",
+                    *args,
+                ),
             ).rowcount
             return int(cancelled + requeued)
 
