@@ -190,7 +190,9 @@ def stored(capsys: pytest.CaptureFixture[str], url: str) -> int:
         ("{not json", "not valid JSON"),
         ("", "not valid JSON"),
         ('{"name": "bad \udcff byte"}', "not valid UTF-8"),
-        ('{"name": "\\ud800"}', "Validation"),
+        ('{"name": "\\ud800"}', "lone UTF-16 surrogate"),
+        ('{"\\udfff": 1}', "lone UTF-16 surrogate"),
+        ('["\\ud83d\\ude00", "\\ud83d"]', "lone UTF-16 surrogate"),
     ],
     ids=lambda v: v[:20] if isinstance(v, str) else v,
 )
@@ -292,3 +294,14 @@ def test_usage_errors_are_one_line_and_exit_2(
 def test_help_returns_0(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "submit", "--help")
     assert code == 0 and "usage: shardq submit" in out
+
+
+def test_an_escaped_surrogate_pair_is_one_character(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        capsys, "--database-url", sqlite_url, "submit", "t", '{"e": "\\ud83d\\ude00 \\u00e9"}'
+    )
+    assert code == 0, err
+    code, out, _ = run(capsys, "--database-url", sqlite_url, "--json", "status", out.strip())
+    assert code == 0 and json.loads(out)["payload"] == {"e": "\U0001f600 é"}
