@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp
 
 from shardq import JobError, JobService, RetryPolicy
 from shardq.http import create_app
@@ -49,8 +50,23 @@ async def feed(jobs: JobService) -> AsyncIterator[LiveFeed]:
 
 
 @pytest.fixture
-async def client(jobs: JobService, feed: LiveFeed) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(jobs, TOKEN, max_body=MAX_BODY, feed=feed)
+def app(jobs: JobService, feed: LiveFeed) -> ASGIApp:
+    return create_app(jobs, TOKEN, max_body=MAX_BODY, feed=feed, allowed_hosts=["shardq.test"])
+
+
+@pytest.fixture
+async def client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that sends the token with every request."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://shardq.test", headers=AUTH
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+async def anon(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the same app that sends no token unless told."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://shardq.test") as c:
         yield c
@@ -315,7 +331,7 @@ async def test_stats_runners_metrics_health_and_spec(
 # -- security and bad input ----------------------------------------------------------------------
 
 
-async def test_every_write_needs_the_token(client: httpx.AsyncClient, jobs: JobService) -> None:
+async def test_every_write_needs_the_token(anon: httpx.AsyncClient, jobs: JobService) -> None:
     job_id = await jobs.submit("echo", {}, delay=3600)
     bad = await jobs.submit("boom", {})
     await jobs.wait(bad, timeout=10)
@@ -330,7 +346,7 @@ async def test_every_write_needs_the_token(client: httpx.AsyncClient, jobs: JobS
     ]
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
         for path, body in writes:
-            r = await client.post(path, json=body, headers=headers)
+            r = await anon.post(path, json=body, headers=headers)
             assert_error(r, 401, "Unauthorized")
             assert r.headers["www-authenticate"].startswith("Bearer")
     assert await snapshot(jobs) == before
@@ -339,7 +355,7 @@ async def test_every_write_needs_the_token(client: httpx.AsyncClient, jobs: JobS
 async def test_without_a_token_the_api_is_read_only(jobs: JobService) -> None:
     app = create_app(jobs, None)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         r = await c.post("/api/jobs", json={"type": "echo", "payload": {}}, headers=AUTH)
         assert_error(r, 401, "Unauthorized")
         assert "SHARDQ_API_TOKEN" in r.json()["error"]["message"]
@@ -501,10 +517,12 @@ async def test_mounted_inside_another_app(jobs: JobService) -> None:
     async def home(request: Any) -> PlainTextResponse:
         return PlainTextResponse("the user's app")
 
-    shardq_app = create_app(jobs, TOKEN)
+    shardq_app = create_app(jobs, TOKEN, allowed_hosts=["app.example"])
     outer = Starlette(routes=[Route("/", home), Mount("/ops/shardq", app=shardq_app)])
     transport = httpx.ASGITransport(app=outer)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://app.example", headers=AUTH
+    ) as c:
         assert (await c.get("/")).text == "the user's app"
         r = await c.post(
             "/ops/shardq/api/jobs", json={"type": "echo", "payload": {"m": 1}}, headers=AUTH

@@ -1,40 +1,51 @@
 """The HTTP API and dashboard of one JobService, as an ASGI application.
 
-Reads are open; every write needs ``Authorization: Bearer <token>``. Bodies are JSON only and
-limited in size. Every error is ``{"error": {"reason": ..., "message": ...}}`` with a 4xx
-status, and a refused request changes nothing.
+With a token configured, every API request (reads, writes and the event stream) needs
+``Authorization: Bearer <token>`` (see :mod:`.security` for the whole model). Bodies are JSON
+only and limited in size. Every error is ``{"error": {"reason": ..., "message": ...}}`` with a
+4xx status, and a refused request changes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
-import json
 import logging
-import math
-from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from ..errors import JobError
-from ..jobs import MAX_SECONDS, JobService
-from ..models import DURATIONS, PRIORITIES, STATUSES, JobPayload
+from ..jobs import JobService
+from ..models import PRIORITIES, STATUSES, JobPayload, SubmitResult
+from .inputs import (
+    MAX_BATCH,
+    ApiError,
+    Query,
+    as_object,
+    invalid,
+    job_spec,
+    only,
+    path_id,
+    require_empty,
+    seconds,
+)
 from .live import LiveFeed
 from .openapi import build_spec
+from .security import API_CSP, DASHBOARD_CSP, LOOPBACK_HOSTS, Guard, Tokens, normalize_host
+from .wire import BadJson, JsonResponse, parse_body
 
 log = logging.getLogger("shardq.http")
 
 #: Largest request body accepted, in bytes.
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
-_MAX_BATCH = 1000
 _STATUS_OF_REASON = {
     "NotFound": 404,
     "AlreadyCancelled": 409,
@@ -45,33 +56,20 @@ _STATUS_OF_REASON = {
     "Processing": 400,
     "MaxRetries": 400,
 }
-_JOB_FIELDS = {
-    "type",
-    "payload",
-    "priority",
-    "key",
-    "dedupe_key",
-    "max_attempts",
-    "timeout",
-    "duration",
-}
 _STATIC = resources.files("shardq.http") / "static"
 
 
-class ApiError(Exception):
-    """A refused request: its HTTP status, a machine-readable reason and a message."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-
-def error_response(status: int, reason: str, message: str) -> JSONResponse:
+def error_response(status: int, reason: str, message: str) -> JsonResponse:
     """The one shape of every error the API returns."""
-    headers = {"WWW-Authenticate": 'Bearer realm="shardq"'} if status == 401 else None
-    return JSONResponse(
+    # The security headers are set here too: a 500 is sent past the middleware that adds them.
+    headers = {
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": API_CSP,
+    }
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="shardq"'
+    return JsonResponse(
         {"error": {"reason": reason, "message": message}}, status_code=status, headers=headers
     )
 
@@ -80,37 +78,20 @@ Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 class _Api:
-    def __init__(self, jobs: JobService, token: str | None, feed: LiveFeed, max_body: int) -> None:
+    def __init__(self, jobs: JobService, tokens: Tokens, feed: LiveFeed, max_body: int) -> None:
         self.jobs = jobs
-        self.token = token.encode() if token else None
+        self.tokens = tokens
         self.feed = feed
         self.max_body = max_body
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def check_token(self, request: Request) -> None:
-        if self.token is None:
-            raise ApiError(
-                401,
-                "Unauthorized",
-                "writes are disabled: the server was started without an API token"
-                " (set SHARDQ_API_TOKEN)",
-            )
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise ApiError(
-                401, "Unauthorized", "this is a write: send 'Authorization: Bearer <token>'"
-            )
-        if not hmac.compare_digest(given.strip().encode(), self.token):
-            raise ApiError(401, "Unauthorized", "the bearer token is not valid")
-
     async def body(self, request: Request, *, required: bool = True) -> Any:
         """The request's JSON body, within the size limit; None when empty and optional."""
         length = request.headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
-                raise ApiError(400, "Validation", "Content-Length is not a number")
+            if not (length.isascii() and length.isdigit()):
+                raise invalid("Content-Length is not a number")
             if int(length) > self.max_body:
                 raise _too_large(self.max_body)
         chunks: list[bytes] = []
@@ -123,7 +104,7 @@ class _Api:
         raw = b"".join(chunks)
         if not raw.strip():
             if required:
-                raise ApiError(400, "Validation", "a JSON request body is required")
+                raise invalid("a JSON request body is required")
             return None
         ctype = request.headers.get("content-type", "")
         if ctype.split(";")[0].strip().lower() != "application/json":
@@ -131,64 +112,77 @@ class _Api:
                 415, "UnsupportedMediaType", "request bodies must be JSON (application/json)"
             )
         try:
-            return json.loads(raw, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as e:
-            raise ApiError(400, "Validation", f"malformed JSON body: {e}") from None
+            return parse_body(raw)
+        except BadJson as e:
+            raise invalid(f"malformed JSON body: {e}") from None
 
-    def write(self, fn: Endpoint) -> Endpoint:
+    def guard(self, kind: str, fn: Endpoint) -> Endpoint:
+        """``fn`` behind the token check of ``kind`` (read, write or metrics)."""
+
         async def guarded(request: Request) -> Response:
-            self.check_token(request)
+            problem = self.tokens.problem(request.headers.get("authorization", ""), kind)
+            if problem is not None:
+                raise ApiError(401, "Unauthorized", problem)
             return await fn(request)
 
         guarded.__name__ = fn.__name__
         return guarded
 
+    async def store(self, specs: list[JobPayload], delay: float) -> list[SubmitResult]:
+        """Submit ``specs``; what the service cannot even check is a refusal too."""
+        try:
+            return await self.jobs.submit_many(specs, delay=delay)
+        except RecursionError:
+            raise invalid("a payload is nested too deeply") from None
+        except OverflowError as e:
+            raise invalid(f"a number is out of range: {e}") from None
+
     # -- jobs ----------------------------------------------------------------------------
 
     async def submit(self, request: Request) -> Response:
-        data = _object(await self.body(request), "the body")
-        delay = _number(data.pop("delay", 0), "delay", minimum=0)
-        spec = _job_spec(data, "the body")
-        [result] = await self.jobs.submit_many([spec], delay=delay)
+        data = as_object(await self.body(request), "the body")
+        delay = seconds(data.pop("delay", 0), "delay")
+        spec = job_spec(data, "the body")
+        [result] = await self.store([spec], delay)
         if not result.duplicate:
             self.feed.note_submitted([result.job_id])
-        return JSONResponse(
+        return JsonResponse(
             {"id": result.job_id, "duplicate": result.duplicate},
             status_code=200 if result.duplicate else 201,
         )
 
     async def submit_batch(self, request: Request) -> Response:
-        data = _object(await self.body(request), "the body")
-        _only(data, {"jobs", "delay"}, "the body")
-        delay = _number(data.get("delay", 0), "delay", minimum=0)
+        data = as_object(await self.body(request), "the body")
+        only(data, {"jobs", "delay"}, "the body")
+        delay = seconds(data.get("delay", 0), "delay")
         items = data.get("jobs")
         if not isinstance(items, list) or not items:
-            raise ApiError(400, "Validation", "'jobs' must be a non-empty array of job objects")
-        if len(items) > _MAX_BATCH:
-            raise ApiError(400, "Validation", f"a batch holds at most {_MAX_BATCH} jobs")
+            raise invalid("'jobs' must be a non-empty array of job objects")
+        if len(items) > MAX_BATCH:
+            raise invalid(f"a batch holds at most {MAX_BATCH} jobs")
         specs = [
-            _job_spec(_object(item, f"jobs[{i}]"), f"jobs[{i}]") for i, item in enumerate(items)
+            job_spec(as_object(item, f"jobs[{i}]"), f"jobs[{i}]") for i, item in enumerate(items)
         ]
-        results = await self.jobs.submit_many(specs, delay=delay)
+        results = await self.store(specs, delay)
         self.feed.note_submitted([r.job_id for r in results if not r.duplicate])
-        return JSONResponse(
+        return JsonResponse(
             {"jobs": [{"id": r.job_id, "duplicate": r.duplicate} for r in results]},
             status_code=201,
         )
 
     async def get_job(self, request: Request) -> Response:
-        st = await self.jobs.status(_path_id(request, "job_id"))
-        return JSONResponse(st.to_dict())
+        st = await self.jobs.status(path_id(request, "job_id"))
+        return JsonResponse(st.to_dict())
 
     async def cancel(self, request: Request) -> Response:
-        _empty(await self.body(request, required=False))
-        job_id = _path_id(request, "job_id")
+        require_empty(await self.body(request, required=False))
+        job_id = path_id(request, "job_id")
         await self.jobs.cancel(job_id)
         st = await self.jobs.status(job_id)
-        return JSONResponse(st.to_dict(), status_code=202 if st.status != "cancelled" else 200)
+        return JsonResponse(st.to_dict(), status_code=202 if st.status != "cancelled" else 200)
 
     async def list_jobs(self, request: Request) -> Response:
-        q = _Query(
+        q = Query(
             request, {"status", "type", "priority", "key", "since", "until", "limit", "before"}
         )
         limit = q.integer("limit", 50, 1, 1000)
@@ -205,20 +199,20 @@ class _Api:
             before=q.ident("before"),
         )
         nxt = rows[-1].id if len(rows) == limit else None
-        return JSONResponse({"jobs": [r.to_dict() for r in rows], "next": nxt})
+        return JsonResponse({"jobs": [r.to_dict() for r in rows], "next": nxt})
 
     # -- dead letters --------------------------------------------------------------------
 
     async def list_dead_letters(self, request: Request) -> Response:
-        q = _Query(request, {"limit", "before"})
+        q = Query(request, {"limit", "before"})
         limit = q.integer("limit", 50, 1, 1000)
         rows = await self.jobs.dead_letters(limit=limit, before=q.ident("before"))
         nxt = rows[-1].id if len(rows) == limit else None
-        return JSONResponse({"dead_letters": [d.to_dict() for d in rows], "next": nxt})
+        return JsonResponse({"dead_letters": [d.to_dict() for d in rows], "next": nxt})
 
     async def get_dead_letter(self, request: Request) -> Response:
-        d = await self.jobs.dead_letter(_path_id(request, "dlq_id"))
-        return JSONResponse(d.to_dict())
+        d = await self.jobs.dead_letter(path_id(request, "dlq_id"))
+        return JsonResponse(d.to_dict())
 
     async def _replay_one(self, dlq_id: str) -> str:
         d = await self.jobs.dead_letter(dlq_id)
@@ -239,31 +233,29 @@ class _Api:
         return job_id
 
     async def replay(self, request: Request) -> Response:
-        _empty(await self.body(request, required=False))
-        dlq_id = _path_id(request, "dlq_id")
+        require_empty(await self.body(request, required=False))
+        dlq_id = path_id(request, "dlq_id")
         job_id = await self._replay_one(dlq_id)
-        return JSONResponse({"dlq_id": dlq_id, "job_id": job_id}, status_code=201)
+        return JsonResponse({"dlq_id": dlq_id, "job_id": job_id}, status_code=201)
 
     async def replay_many(self, request: Request) -> Response:
-        data = _object(await self.body(request), "the body")
-        _only(data, {"ids", "all"}, "the body")
+        data = as_object(await self.body(request), "the body")
+        only(data, {"ids", "all"}, "the body")
         every = data.get("all", False)
         if not isinstance(every, bool):
-            raise ApiError(400, "Validation", "'all' must be true or false")
+            raise invalid("'all' must be true or false")
         ids = data.get("ids")
         if every == (ids is not None):
-            raise ApiError(400, "Validation", "give either 'ids' (an array) or 'all': true")
+            raise invalid("give either 'ids' (an array) or 'all': true")
         if ids is not None:
             if (
                 not isinstance(ids, list)
                 or not ids
-                or len(ids) > _MAX_BATCH
+                or len(ids) > MAX_BATCH
                 or not all(isinstance(i, str) for i in ids)
             ):
-                raise ApiError(
-                    400,
-                    "Validation",
-                    f"'ids' must be a non-empty array of at most {_MAX_BATCH} dead-letter ids",
+                raise invalid(
+                    f"'ids' must be a non-empty array of at most {MAX_BATCH} dead-letter ids"
                 )
             targets: list[str] = list(dict.fromkeys(ids))
         else:
@@ -283,20 +275,20 @@ class _Api:
             except (JobError, ApiError) as e:
                 reason = e.reason
                 failed.append({"dlq_id": dlq_id, "error": {"reason": reason, "message": str(e)}})
-        return JSONResponse({"replayed": replayed, "failed": failed})
+        return JsonResponse({"replayed": replayed, "failed": failed})
 
     # -- operations ----------------------------------------------------------------------
 
     async def stats(self, request: Request) -> Response:
-        _Query(request, {"series"}).flag("series")
+        Query(request, {"series"}).flag("series")
         await self.feed.ensure_started()
         data = self.feed.snapshot()
         if request.query_params.get("series") in ("1", "true"):
             data["series"] = self.feed.series()
-        return JSONResponse(data)
+        return JsonResponse(data)
 
     async def runners(self, request: Request) -> Response:
-        _Query(request, set())
+        Query(request, set())
         jobs = self.jobs
         cfg = jobs.config
         mode = "cluster" if cfg.database_url.startswith("postgres") else "embedded"
@@ -316,7 +308,7 @@ class _Api:
                     "handlers": sorted(jobs.handlers),
                 }
             )
-        return JSONResponse(
+        return JsonResponse(
             {
                 "mode": mode,
                 "shards": cfg.shards,
@@ -330,7 +322,7 @@ class _Api:
         )
 
     async def events(self, request: Request) -> Response:
-        _Query(request, set())
+        Query(request, set())
 
         async def gen() -> AsyncIterator[str]:
             async for msg in self.feed.stream():
@@ -348,16 +340,15 @@ class _Api:
         )
 
     async def healthz(self, request: Request) -> Response:
-        try:
-            _ = self.jobs.driver
-        except JobError as e:
-            return JSONResponse({"status": "unavailable", "message": str(e)}, status_code=503)
-        return JSONResponse(
+        problem = self.jobs.health_problem()
+        if problem is not None:
+            return JsonResponse({"status": "failing", "message": problem}, status_code=503)
+        return JsonResponse(
             {"status": "ok", "runner": self.jobs.runs_jobs, "runner_id": self.jobs.runner_id}
         )
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(build_spec())
+        return JsonResponse(build_spec())
 
     async def dashboard(self, request: Request) -> Response:
         return _static_file("index.html")
@@ -383,176 +374,13 @@ def _static_file(name: str) -> Response:
             media_type=media[suffix],
             headers={
                 "Cache-Control": "no-cache",
-                "Content-Security-Policy": (
-                    "default-src 'self'; img-src 'self' data:; style-src 'self';"
-                    " script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
-                ),
-                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": DASHBOARD_CSP,
             },
         )
 
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "PayloadTooLarge", f"request body is over the limit of {limit} bytes")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _object(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ApiError(400, "Validation", f"{what} must be a JSON object")
-    return dict(value)
-
-
-def _empty(body: Any) -> None:
-    if body is not None and body != {}:
-        raise ApiError(400, "Validation", "this endpoint takes no body (or an empty object)")
-
-
-def _only(data: dict[str, Any], allowed: set[str], what: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ApiError(
-            400,
-            "Validation",
-            f"unknown field(s) in {what}: {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})",
-        )
-
-
-def _number(value: Any, what: str, *, minimum: float, maximum: float = MAX_SECONDS) -> float:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or not minimum <= value <= maximum
-    ):
-        raise ApiError(
-            400, "Validation", f"'{what}' must be a number within {minimum:g}..{maximum:g}"
-        )
-    return float(value)
-
-
-def _job_spec(data: dict[str, Any], what: str) -> JobPayload:
-    _only(data, _JOB_FIELDS, what)
-    if "type" not in data or "payload" not in data:
-        raise ApiError(400, "Validation", f"{what} needs 'type' and 'payload'")
-
-    def text(name: str, required: bool = False) -> str | None:
-        v = data.get(name)
-        if v is None and not required:
-            return None
-        if not isinstance(v, str):
-            raise ApiError(400, "Validation", f"'{name}' in {what} must be a string")
-        return v
-
-    job_type = text("type", required=True)
-    priority = data.get("priority", "normal")
-    if priority not in PRIORITIES:
-        raise ApiError(
-            400, "Validation", f"'priority' in {what} must be one of {', '.join(PRIORITIES)}"
-        )
-    duration = data.get("duration", "short")
-    if duration not in DURATIONS:
-        raise ApiError(400, "Validation", f"'duration' in {what} must be 'short' or 'long'")
-    max_attempts = data.get("max_attempts", 3)
-    if not isinstance(max_attempts, int) or isinstance(max_attempts, bool):
-        raise ApiError(400, "Validation", f"'max_attempts' in {what} must be an integer")
-    timeout = data.get("timeout")
-    if timeout is not None:
-        timeout = _number(timeout, "timeout", minimum=0)
-    return JobPayload(
-        type=job_type or "",
-        payload=data["payload"],
-        priority=priority,
-        dedupe_key=text("dedupe_key"),
-        max_attempts=max_attempts,
-        duration=duration,
-        key=text("key"),
-        timeout=timeout,
-    )
-
-
-def _is_id(value: str) -> bool:
-    return value.isascii() and value.isdigit() and len(value) <= 19 and int(value) < 2**63
-
-
-def _path_id(request: Request, name: str) -> str:
-    value: str = request.path_params[name]
-    if not _is_id(value):
-        raise ApiError(404, "NotFound", f"no job or dead letter has id {value!r}")
-    return value
-
-
-class _Query:
-    """The query parameters of a request, refusing unknown and repeated ones."""
-
-    def __init__(self, request: Request, allowed: set[str]) -> None:
-        self.params = request.query_params
-        for name in self.params:
-            if name not in allowed:
-                raise ApiError(400, "Validation", f"unknown query parameter {name!r}")
-            if len(self.params.getlist(name)) > 1:
-                raise ApiError(400, "Validation", f"query parameter {name!r} is repeated")
-
-    def text(self, name: str) -> str | None:
-        v = self.params.get(name)
-        return v if v else None
-
-    def flag(self, name: str) -> bool:
-        v = self.params.get(name)
-        if v is None:
-            return False
-        if v not in ("0", "1", "true", "false"):
-            raise ApiError(400, "Validation", f"'{name}' must be true or false")
-        return v in ("1", "true")
-
-    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
-        v = self.params.get(name)
-        if v is None:
-            return default
-        if not (v.isascii() and v.isdigit()) or not lo <= int(v) <= hi:
-            raise ApiError(400, "Validation", f"'{name}' must be an integer {lo}..{hi}")
-        return int(v)
-
-    def choice(self, name: str, options: tuple[str, ...]) -> str | None:
-        v = self.params.get(name)
-        if v is None or v == "":
-            return None
-        if v not in options:
-            raise ApiError(400, "Validation", f"'{name}' must be one of {', '.join(options)}")
-        return v
-
-    def ident(self, name: str) -> str | None:
-        v = self.params.get(name)
-        if v is None or v == "":
-            return None
-        if not _is_id(v):
-            raise ApiError(400, "Validation", f"'{name}' must be an id (a decimal number)")
-        return v
-
-    def time(self, name: str) -> float | None:
-        v = self.params.get(name)
-        if v is None or v == "":
-            return None
-        try:
-            seconds = float(v)
-        except ValueError:
-            try:
-                parsed = datetime.fromisoformat(v.replace("Z", "+00:00"))
-            except ValueError:
-                raise ApiError(
-                    400,
-                    "Validation",
-                    f"'{name}' must be Unix seconds or an ISO 8601 time, got {v!r}",
-                ) from None
-            if parsed.tzinfo is None:
-                raise ApiError(400, "Validation", f"'{name}' needs a time zone (e.g. Z)") from None
-            seconds = parsed.timestamp()
-        if not math.isfinite(seconds) or not 0 <= seconds < 1e11:
-            raise ApiError(400, "Validation", f"'{name}' is out of range")
-        return seconds
 
 
 async def _on_api_error(request: Request, exc: Exception) -> Response:
@@ -574,6 +402,12 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, reasons.get(exc.status_code, "BadRequest"), detail)
 
 
+async def _on_client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client went away before its body arrived: nothing to answer, nothing went wrong.
+    log.info("client left during %s %s before sending its body", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error in %s %s", request.method, request.url.path)
     return error_response(500, "Internal", "unexpected server error (see the server log)")
@@ -585,36 +419,50 @@ def create_app(
     *,
     max_body: int = DEFAULT_MAX_BODY,
     feed: LiveFeed | None = None,
+    metrics_token: str | None = None,
+    allowed_hosts: Collection[str] = LOOPBACK_HOSTS,
 ) -> ASGIApp:
     """The API, ``/metrics``, ``/healthz``, ``/openapi.json`` and the dashboard of ``jobs``.
 
-    ``token`` is the bearer token every write must carry; with None the API is read-only
-    (writes answer 401). ``jobs`` must be started by its owner (the app does not start or
-    stop it). The app may be mounted under a prefix in another ASGI application.
+    ``token`` is the bearer token every API request (read or write, and the event stream)
+    must carry; with None, reads are open and writes answer 401. ``/metrics`` takes ``token``
+    or ``metrics_token``. Only requests whose Host header names one of ``allowed_hosts``
+    (loopback names by default; ``"*"`` for any) are served, ``/healthz`` excepted. ``jobs``
+    must be started by its owner (the app does not start or stop it). The app may be mounted
+    under a prefix in another ASGI application.
     """
     if max_body < 1024:
         raise ValueError("max_body must be at least 1024 bytes")
+    if isinstance(allowed_hosts, str) or not allowed_hosts:
+        raise ValueError("allowed_hosts must be a non-empty collection of host names")
+    hosts = [normalize_host(h) for h in allowed_hosts]
     live = feed if feed is not None else LiveFeed(jobs)
-    api = _Api(jobs, token, live, max_body)
-    w = api.write
+    api = _Api(jobs, Tokens(token, metrics_token), live, max_body)
+
+    def r(fn: Endpoint) -> Endpoint:
+        return api.guard("read", fn)
+
+    def w(fn: Endpoint) -> Endpoint:
+        return api.guard("write", fn)
+
     routes = [
         Route("/", api.dashboard, methods=["GET"]),
         Route("/static/{name}", api.asset, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
-        Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/metrics", api.guard("metrics", api.metrics), methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
-        Route("/api/jobs", api.list_jobs, methods=["GET"]),
+        Route("/api/jobs", r(api.list_jobs), methods=["GET"]),
         Route("/api/jobs", w(api.submit), methods=["POST"]),
         Route("/api/jobs/batch", w(api.submit_batch), methods=["POST"]),
-        Route("/api/jobs/{job_id}", api.get_job, methods=["GET"]),
+        Route("/api/jobs/{job_id}", r(api.get_job), methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", w(api.cancel), methods=["POST"]),
-        Route("/api/dead-letters", api.list_dead_letters, methods=["GET"]),
+        Route("/api/dead-letters", r(api.list_dead_letters), methods=["GET"]),
         Route("/api/dead-letters/replay", w(api.replay_many), methods=["POST"]),
-        Route("/api/dead-letters/{dlq_id}", api.get_dead_letter, methods=["GET"]),
+        Route("/api/dead-letters/{dlq_id}", r(api.get_dead_letter), methods=["GET"]),
         Route("/api/dead-letters/{dlq_id}/replay", w(api.replay), methods=["POST"]),
-        Route("/api/stats", api.stats, methods=["GET"]),
-        Route("/api/runners", api.runners, methods=["GET"]),
-        Route("/api/events", api.events, methods=["GET"]),
+        Route("/api/stats", r(api.stats), methods=["GET"]),
+        Route("/api/runners", r(api.runners), methods=["GET"]),
+        Route("/api/events", r(api.events), methods=["GET"]),
     ]
 
     @contextlib.asynccontextmanager
@@ -628,10 +476,12 @@ def create_app(
 
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(Guard, allowed_hosts=hosts)],
         exception_handlers={
             ApiError: _on_api_error,
             JobError: _on_job_error,
             HTTPException: _on_http_error,
+            ClientDisconnect: _on_client_disconnect,
             Exception: _on_unexpected,
         },
         lifespan=lifespan,

@@ -1,0 +1,256 @@
+"""What a request may say: bodies, job specs, ids and query parameters, checked.
+
+The rules here are the ones ``/openapi.json`` states (it is built from the same constants):
+whatever the document calls valid is accepted, and whatever it calls invalid is refused with
+a 400 (lone surrogates and the payload's size and depth limits, which a schema cannot say,
+are stated in its descriptions).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+
+from ..jobs import MAX_SECONDS
+from ..models import DURATIONS, PRIORITIES, JobPayload
+
+MAX_BATCH = 1000
+MAX_ATTEMPTS = 1000
+MAX_NAME = 255
+MAX_ID = 2**63 - 1
+#: The characters Python's ``str.strip`` removes: a name of only these is empty.
+_SPACE = (
+    "\\t\\n\\u000b\\u000c\\r\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
+#: A name (type, key, dedupe key) holds one character that is not white space; the same
+#: regular expression in Python and in ECMA 262 (JSON Schema's dialect).
+NAME_PATTERN = f"[^{_SPACE}]"
+#: Unix seconds as a query parameter: a plain decimal number below 10^11.
+UNIX_SECONDS_PATTERN = r"^[0-9]{1,11}(\.[0-9]+)?$"
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))"
+)
+_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+JOB_FIELDS = frozenset(
+    {"type", "payload", "priority", "key", "dedupe_key", "max_attempts", "timeout", "duration"}
+)
+
+
+class ApiError(Exception):
+    """A refused request: its HTTP status, a machine-readable reason and a message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def invalid(message: str) -> ApiError:
+    """A 400 Validation refusal."""
+    return ApiError(400, "Validation", message)
+
+
+def as_object(value: Any, what: str) -> dict[str, Any]:
+    """``value`` as a dict (a copy), or a refusal naming ``what``."""
+    if not isinstance(value, dict):
+        raise invalid(f"{what} must be a JSON object")
+    return dict(value)
+
+
+def require_empty(body: Any) -> None:
+    """Refuse a body other than nothing or ``{}``."""
+    if body is not None and body != {}:
+        raise invalid("this endpoint takes no body (or an empty object)")
+
+
+def only(data: dict[str, Any], allowed: set[str] | frozenset[str], what: str) -> None:
+    """Refuse fields of ``data`` outside ``allowed``."""
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise invalid(
+            f"unknown field(s) in {what}: {', '.join(unknown)}"
+            f" (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def seconds(value: Any, what: str, *, exclusive_minimum: bool = False) -> float:
+    """A number of seconds within 0..ten years (above 0 with ``exclusive_minimum``)."""
+    # Compared as given, never converted first: a 400-digit integer overflows a float (and
+    # NaN fails every comparison).
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        low_ok = value > 0 if exclusive_minimum else value >= 0
+        if low_ok and value <= MAX_SECONDS:
+            return float(value)
+    low = "above 0" if exclusive_minimum else "from 0"
+    raise invalid(f"'{what}' must be a number of seconds {low} up to {MAX_SECONDS:.0f}")
+
+
+def _name(data: dict[str, Any], field: str, what: str, *, required: bool = False) -> str | None:
+    v = data.get(field)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or not 1 <= len(v) <= MAX_NAME or not _HAS_TEXT.search(v):
+        raise invalid(
+            f"'{field}' in {what} must be a string of 1..{MAX_NAME} characters,"
+            " not only white space"
+        )
+    return v
+
+
+_HAS_TEXT = re.compile(NAME_PATTERN)
+
+
+def _max_attempts(value: Any, what: str) -> int:
+    # JSON Schema's integers include 1000.0: a number with no fractional part.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ATTEMPTS:
+        raise invalid(f"'max_attempts' in {what} must be an integer 1..{MAX_ATTEMPTS}")
+    return value
+
+
+def job_spec(data: dict[str, Any], what: str) -> JobPayload:
+    """The job a submitted object describes, or a refusal naming ``what``."""
+    only(data, JOB_FIELDS, what)
+    if "type" not in data or "payload" not in data:
+        raise invalid(f"{what} needs 'type' and 'payload'")
+    priority = data.get("priority", "normal")
+    if not isinstance(priority, str) or priority not in PRIORITIES:
+        raise invalid(f"'priority' in {what} must be one of {', '.join(PRIORITIES)}")
+    duration = data.get("duration", "short")
+    if not isinstance(duration, str) or duration not in DURATIONS:
+        raise invalid(f"'duration' in {what} must be 'short' or 'long'")
+    timeout = data.get("timeout")
+    return JobPayload(
+        type=_name(data, "type", what, required=True) or "",
+        payload=data["payload"],
+        priority=priority,
+        dedupe_key=_name(data, "dedupe_key", what),
+        max_attempts=_max_attempts(data.get("max_attempts", 3), what),
+        duration=duration,
+        key=_name(data, "key", what),
+        timeout=None if timeout is None else seconds(timeout, "timeout", exclusive_minimum=True),
+    )
+
+
+def is_id(value: str) -> bool:
+    """True for a decimal id that fits a signed 64-bit integer."""
+    return value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= MAX_ID
+
+
+def path_id(request: Request, name: str) -> str:
+    """The id in the path parameter ``name``; NotFound when it cannot be one."""
+    value: str = request.path_params[name]
+    if not is_id(value):
+        raise ApiError(404, "NotFound", f"no job or dead letter has id {value!r}")
+    return value
+
+
+def rfc3339_seconds(text: str) -> float | None:
+    """Unix seconds of an RFC 3339 date-time (leap second and any year 0000-9999 included),
+    or None when ``text`` is not one."""
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        return None
+    y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])
+    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    if not 1 <= mo <= 12 or not 1 <= d <= _DAYS[mo - 1] + (mo == 2 and leap):
+        return None
+    offset = 0
+    if m.group(8):
+        oh, om = int(m.group(9)), int(m.group(10))
+        if oh > 23 or om > 59:
+            return None
+        offset = (oh * 60 + om) * (60 if m.group(8) == "+" else -60)
+    if h > 23 or mi > 59 or s > 60:
+        return None
+    return _days_from_civil(y, mo, d) * 86_400.0 + h * 3600 + mi * 60 + s - offset
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    # Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146_097 + doe - 719_468
+
+
+_UNIX_SECONDS = re.compile(UNIX_SECONDS_PATTERN)
+
+
+class Query:
+    """The query parameters of a request, refusing unknown and repeated ones."""
+
+    def __init__(self, request: Request, allowed: set[str]) -> None:
+        self.params = request.query_params
+        for name in self.params:
+            if name not in allowed:
+                raise invalid(f"unknown query parameter {name!r}")
+            if len(self.params.getlist(name)) > 1:
+                raise invalid(f"query parameter {name!r} is repeated")
+
+    def text(self, name: str) -> str | None:
+        """The parameter; None when absent or empty."""
+        v = self.params.get(name)
+        return v if v else None
+
+    def flag(self, name: str) -> bool:
+        """A true/false (or 1/0) parameter; false when absent."""
+        v = self.params.get(name)
+        if v is None:
+            return False
+        if v not in FLAG_VALUES:
+            raise invalid(f"'{name}' must be true or false")
+        return v in ("1", "true")
+
+    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
+        """A decimal integer within lo..hi."""
+        v = self.params.get(name)
+        if v is None:
+            return default
+        if not (v.isascii() and v.isdigit()) or not lo <= int(v) <= hi:
+            raise invalid(f"'{name}' must be an integer {lo}..{hi}")
+        return int(v)
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str | None:
+        """One of ``options``; None when absent or empty."""
+        v = self.params.get(name)
+        if v is None or v == "":
+            return None
+        if v not in options:
+            raise invalid(f"'{name}' must be one of {', '.join(options)}")
+        return v
+
+    def ident(self, name: str) -> str | None:
+        """A page cursor: up to 19 decimal digits (past the largest id, it is the largest)."""
+        v = self.params.get(name)
+        if v is None or v == "":
+            return None
+        if not (v.isascii() and v.isdigit() and len(v) <= 19):
+            raise invalid(f"'{name}' must be an id (up to 19 decimal digits)")
+        return str(min(int(v), MAX_ID))
+
+    def time(self, name: str) -> float | None:
+        """Unix seconds or an RFC 3339 date-time with its zone, as Unix seconds (a time
+        before 1970 counts as 1970, one after 10^11 s as 10^11 s: the same jobs match)."""
+        v = self.params.get(name)
+        if v is None or v == "":
+            return None
+        if _UNIX_SECONDS.fullmatch(v):
+            return float(v)
+        t = rfc3339_seconds(v)
+        if t is None:
+            raise invalid(
+                f"'{name}' must be Unix seconds (e.g. 1700000000.5) or an RFC 3339 time"
+                f" with its zone (e.g. 2024-01-01T00:00:00Z), got {v!r}"
+            )
+        return min(max(t, 0.0), 1e11)
+
+
+FLAG_VALUES = ("true", "false", "1", "0")
