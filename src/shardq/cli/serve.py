@@ -18,6 +18,8 @@ from ..jobs import JobService
 from . import database_url
 
 ENV_TOKEN = "SHARDQ_API_TOKEN"
+ENV_METRICS_TOKEN = "SHARDQ_METRICS_TOKEN"
+ENV_ALLOWED_HOSTS = "SHARDQ_ALLOWED_HOSTS"
 log = logging.getLogger("shardq.serve")
 
 
@@ -29,14 +31,34 @@ def register(sub: Any) -> None:
         description=(
             "Run jobs (with the handlers of --app, or the demo's with --demo) and serve the"
             " JSON API, /metrics, /healthz, /openapi.json and the dashboard on one port."
-            f" Writes need 'Authorization: Bearer ${ENV_TOKEN}'; without ${ENV_TOKEN} a token"
-            " is generated for this run and the dashboard link printed with it. A non-loopback"
-            f" --host is refused unless ${ENV_TOKEN} is set."
+            f" Every API request needs 'Authorization: Bearer ${ENV_TOKEN}'; without"
+            f" ${ENV_TOKEN} a token is generated for this run and the dashboard link printed"
+            f" with it. A non-loopback --host is refused unless ${ENV_TOKEN} is set. Only the"
+            " loopback names, the --host name and the --allowed-host names are served."
         ),
         epilog="Try: shardq serve --demo   (then open the printed link)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=(
+            "a host name (or address) clients use to reach the server, besides 127.0.0.1,"
+            f" localhost, [::1] and --host; repeat for more, or set ${ENV_ALLOWED_HOSTS}"
+            " (comma-separated); '*' serves any name"
+        ),
+    )
+    p.add_argument(
+        "--metrics-token",
+        metavar="TOKEN",
+        help=(
+            "a second token that /metrics also accepts and nothing else does (for a Prometheus"
+            f" scraper); default ${ENV_METRICS_TOKEN}, which keeps it out of the process list"
+        ),
+    )
     p.add_argument("--app", metavar="MODULE:ATTRIBUTE", help="a JobService with your handlers")
     p.add_argument(
         "--demo",
@@ -82,6 +104,27 @@ def check_bind(host: str, token: str | None) -> None:
             f"refusing to bind {host} without ${ENV_TOKEN}: anyone who can reach it could"
             f" submit, cancel and replay jobs. Set ${ENV_TOKEN}, or bind 127.0.0.1."
         )
+
+
+def allowed_hosts(host: str, extra: list[str]) -> list[str]:
+    """The host names ``serve`` answers to: loopback names, the bound address unless it is
+    a wildcard, ``extra`` and the comma-separated names of $SHARDQ_ALLOWED_HOSTS."""
+    from ..http.security import LOOPBACK_HOSTS, normalize_host
+
+    names = list(LOOPBACK_HOSTS)
+    if host not in ("0.0.0.0", "::", "[::]", ""):
+        names.append(host)
+    env = os.environ.get(ENV_ALLOWED_HOSTS, "")
+    names += extra + [n for n in env.split(",") if n.strip()]
+    out: list[str] = []
+    for name in names:
+        try:
+            out.append(normalize_host(name))
+        except ValueError as e:
+            raise ValueError(
+                f"--allowed-host: {e} (give a name such as jobs.example.com)"
+            ) from None
+    return list(dict.fromkeys(out))
 
 
 def build_jobs(args: argparse.Namespace) -> JobService:
@@ -200,20 +243,31 @@ async def serve(
     demo_rate: float | None = None,
     on_ready: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
+    metrics_token: str | None = None,
+    extra_hosts: list[str] | None = None,
 ) -> None:
     """Run ``jobs`` and serve its API and dashboard until SIGINT/SIGTERM (or ``stop``).
 
-    The JobService is started here and stopped on the way out.
+    The JobService is started here and stopped on the way out. The server answers to the
+    host names of :func:`allowed_hosts` (``extra_hosts`` added).
     """
     import uvicorn
 
     from ..http import LiveFeed, create_app
 
     check_bind(host, token)
+    hosts = allowed_hosts(host, extra_hosts or [])
     _Server = _server_class()
     async with jobs:
         feed = LiveFeed(jobs)
-        app = create_app(jobs, token, max_body=max_body, feed=feed)
+        app = create_app(
+            jobs,
+            token,
+            max_body=max_body,
+            feed=feed,
+            metrics_token=metrics_token,
+            allowed_hosts=hosts,
+        )
         config = uvicorn.Config(
             app,
             host=host,
@@ -251,6 +305,15 @@ async def run_serve(args: argparse.Namespace) -> int:
     )
     token = os.environ.get(ENV_TOKEN) or None
     check_bind(args.host, token)
+    hosts = allowed_hosts(args.host, args.allowed_host)
+    from ..http.security import LOOPBACK_HOSTS
+
+    if args.host in ("0.0.0.0", "::") and len(hosts) == len(LOOPBACK_HOSTS):
+        log.warning(
+            "bound to every address but only loopback names are served: name the host clients"
+            " use with --allowed-host (or $%s)",
+            ENV_ALLOWED_HOSTS,
+        )
     if not 1 <= args.port <= 65535:
         raise ValueError("--port must be within 1..65535")
     if args.demo_rate < 0:
@@ -290,5 +353,7 @@ async def run_serve(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         demo_rate=args.demo_rate if args.demo else None,
         on_ready=ready,
+        metrics_token=args.metrics_token or os.environ.get(ENV_METRICS_TOKEN) or None,
+        extra_hosts=args.allowed_host,
     )
     return 0
