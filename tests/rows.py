@@ -5,10 +5,21 @@ from __future__ import annotations
 from shardq.drivers.base import NewJob
 
 
-def new_job(i: int, *, shard: int = 0, key: str | None = None, dedupe: str | None = None) -> NewJob:
-    """Queued job ``i`` of type ``t``, due at t=1000 ms, with payload ``{"n": i}``."""
+def new_job(
+    i: int,
+    *,
+    shard: int = 0,
+    key: str | None = None,
+    dedupe: str | None = None,
+    priority: int = 2,
+    run_at: int = 1000,
+    created_at: int = 1000,
+    type: str = "t",
+) -> NewJob:
+    """Queued job ``i`` with payload ``{"n": i}``: by default of type ``t``, priority 2,
+    created at t=1000 ms and due then."""
     return NewJob(
-        id=i, type="t", payload=f'{{"n": {i}}}', priority=2, key=key, shard=shard,
+        id=i, type=type, payload=f'{{"n": {i}}}', priority=priority, key=key, shard=shard,
         dedupe_key=dedupe, max_attempts=3, timeout=None, duration="short", batch_id=None,
-        run_at=1000, created_at=1000, context=None,
+        run_at=run_at, created_at=created_at, context=None,
     )  # fmt: skip

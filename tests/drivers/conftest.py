@@ -1,20 +1,105 @@
-"""The driver conformance suite: every test here runs against every storage engine."""
+"""The driver conformance suite: every test here runs against every storage engine.
+
+The suite speaks only through the ``Driver`` protocol (``shardq.drivers.base``), so each test
+states behaviour the runner and ``JobService`` rely on, whatever the engine. ``engine_url``
+is parametrised over ``ENGINES``; to add an engine, teach ``shardq.drivers.connect`` its URL
+scheme and add to ``ENGINES`` a context manager that makes a fresh, empty database and yields
+its URL. The engine conforms when this whole folder passes on it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
 
 import pytest
 
 from shardq.drivers import Driver, connect
+from shardq.drivers.base import JobRef, Outcome, StartedJob
+from tests.conftest import create_pg_database, drop_pg_database, require_postgres
+
+
+@contextlib.asynccontextmanager
+async def _sqlite(tmp: Path) -> AsyncIterator[str]:
+    yield f"sqlite:///{tmp / 'jobs.db'}"
+
+
+@contextlib.asynccontextmanager
+async def _postgres(tmp: Path) -> AsyncIterator[str]:
+    require_postgres()
+    url = await create_pg_database()
+    try:
+        yield url
+    finally:
+        await drop_pg_database(url)
+
+
+#: Every engine the suite runs on: its name, and how to make a fresh database (in a
+#: temporary folder of the test's own) and get its URL.
+ENGINES: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[str]]] = {
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
+
+
+@pytest.fixture(params=sorted(ENGINES))
+async def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a fresh database on each engine in turn."""
+    async with ENGINES[request.param](tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
-async def driver(database_url: str) -> AsyncIterator[Driver]:
+async def driver(engine_url: str) -> AsyncIterator[Driver]:
     """An open runner-side driver on this test's fresh database."""
-    d = connect(database_url, runner=True)
+    d = connect(engine_url, runner=True)
     await d.open()
     try:
         yield d
     finally:
         await d.close()
+
+
+@pytest.fixture
+async def other(driver: Driver, engine_url: str) -> AsyncIterator[Driver]:
+    """A second driver on the same database, in the role of a process that only submits
+    (opened after the runner's, as a web process joins a running deployment)."""
+    d = connect(engine_url, runner=False)
+    await d.open()
+    try:
+        yield d
+    finally:
+        await d.close()
+
+
+def ids(refs: Iterable[JobRef | StartedJob]) -> list[int]:
+    """The ids of ``refs``, in their order."""
+    return [r.id for r in refs]
+
+
+async def start(
+    driver: Driver, job_ids: Iterable[int], owner: str = "A", now: int = 2000
+) -> dict[int, StartedJob]:
+    """Start ``job_ids`` under ``owner``; the jobs started, by id."""
+    started = (await driver.advance([], list(job_ids), owner, now)).started
+    return {s.id: s for s in started}
+
+
+async def complete(
+    driver: Driver, job_ids: Iterable[int], owner: str = "A", at: int = 3000
+) -> list[int]:
+    """Start ``job_ids`` and complete their first attempts at ``at``; the ids written."""
+    job_ids = list(job_ids)
+    await start(driver, job_ids, owner, at - 500)
+    done = [Outcome(i, 1, "complete", at) for i in job_ids]
+    return sorted((await driver.advance(done, [], owner, at)).written)
+
+
+async def states(driver: Driver, job_ids: Iterable[int]) -> dict[int, str]:
+    """The stored state of each of ``job_ids`` ("missing" if there is no such job)."""
+    out: dict[int, str] = {}
+    for i in job_ids:
+        record = await driver.get_job(i)
+        out[i] = "missing" if record is None else record.state
+    return out
