@@ -142,23 +142,6 @@ async def test_a_stale_owner_cannot_start_or_finish(driver: PostgresDriver) -> N
     assert [h[0] for h in record.history] == ["queued", "processing", "complete"]
 
 
-async def test_loads_honour_the_owned_shards(driver: PostgresDriver) -> None:
-    await driver.insert_jobs(
-        [
-            new_job(1, shard=1),
-            new_job(2, shard=2),
-            new_job(3, shard=1, key="a"),
-            new_job(4, shard=2, key="b"),
-        ]
-    )
-    assert [r.id for r in await driver.load_ready({1}, 2, 5000, 10)] == [1]
-    assert [r.id for r in await driver.load_ready(None, 2, 5000, 10)] == [1, 2]
-    assert await driver.load_ready(set(), 2, 5000, 10) == []
-    assert await driver.load_keys({2}, 10) == ["b"]
-    assert [r.id for r in await driver.load_delayed({2}, 0, 10)] == [2]
-    assert await driver.recover({1}, 5000) == 0
-
-
 async def test_finished_jobs_are_announced_to_other_processes_retries_are_not(
     driver: PostgresDriver, pg_url: str
 ) -> None:

@@ -54,6 +54,9 @@ _RESTART_FRAMES = 16_384
 #: Frames left for the checkpoint that holds commits off (see ``SQLiteDriver._checkpoint``).
 _TAIL_FRAMES = 256
 _REF = "id, priority, run_at, key, shard"
+#: Errors saying SQLite refused what it was given (see ``SQLiteDriver.unreachable``).
+_REFUSED = (ValueError, TypeError, OverflowError, sqlite3.DataError, sqlite3.IntegrityError,
+            sqlite3.InterfaceError)  # fmt: skip
 _INSERT = (
     "INSERT INTO jobs (id, type, payload, priority, state, key, shard, dedupe_key, max_attempts,"
     " timeout, duration, batch_id, run_at, created_at, updated_at, context, history)"
@@ -330,17 +333,7 @@ class SQLiteDriver:
     def unreachable(self, error: BaseException) -> bool:
         # Refused: a value SQLite cannot bind or store. Anything else (a locked or vanished
         # file, an I/O error, a closed connection) may pass later.
-        return not isinstance(
-            error,
-            (
-                ValueError,
-                TypeError,
-                OverflowError,
-                sqlite3.DataError,
-                sqlite3.IntegrityError,
-                sqlite3.InterfaceError,
-            ),
-        )
+        return not isinstance(error, _REFUSED)
 
     def listen(self, handler: EventHandler) -> None:
         self._handler = handler
@@ -400,25 +393,30 @@ class SQLiteDriver:
     async def load_ready(
         self, shards: Collection[int] | None, priority: int, now: int, limit: int, after: int = 0
     ) -> list[JobRef]:
+        scope, args = _in_shards(shards, (priority, after, now))
         sql = (
             f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key IS NULL AND priority = ?"
-            " AND id > ? AND run_at <= ? ORDER BY id LIMIT ?"
+            f" AND id > ? AND run_at <= ?{scope} ORDER BY id LIMIT ?"
         )
-        args = (priority, after, now, limit)
-        return await self._read(lambda c: job_refs(c.execute(sql, args)))
+        return await self._read(lambda c: job_refs(c.execute(sql, (*args, limit))))
 
     async def load_delayed(
         self, shards: Collection[int] | None, now: int, limit: int
     ) -> list[JobRef]:
+        scope, args = _in_shards(shards, (now,))
         sql = (
             f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key IS NULL AND run_at > ?"
-            " ORDER BY run_at LIMIT ?"
+            f"{scope} ORDER BY run_at LIMIT ?"
         )
-        return await self._read(lambda c: job_refs(c.execute(sql, (now, limit))))
+        return await self._read(lambda c: job_refs(c.execute(sql, (*args, limit))))
 
     async def load_keys(self, shards: Collection[int] | None, limit: int) -> list[str]:
-        sql = "SELECT DISTINCT key FROM jobs WHERE state = 'queued' AND key IS NOT NULL LIMIT ?"
-        return await self._read(lambda c: [r[0] for r in c.execute(sql, (limit,))])
+        scope, args = _in_shards(shards, ())
+        sql = (
+            "SELECT DISTINCT key FROM jobs WHERE state = 'queued' AND key IS NOT NULL"
+            f"{scope} LIMIT ?"
+        )
+        return await self._read(lambda c: [r[0] for r in c.execute(sql, (*args, limit))])
 
     async def load_mailbox(self, key: str, limit: int) -> list[JobRef]:
         sql = f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key = ? ORDER BY id LIMIT ?"
@@ -476,15 +474,9 @@ class SQLiteDriver:
             requeued = c.execute(
                 "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?, owner = NULL,"
                 f" {_APPEND} WHERE {scope}",
-                (
-                    now,
-                    now,
-                    "queued",
-                    now,
-                    "interrupted: the runner stopped during the attempt",
-                    *args,
-                ),
-            ).rowcount
+                (now, now, "queued", now, "interrupted: the runner stopped during the attempt",
+                 *args),
+            ).rowcount  # fmt: skip
             return int(cancelled + requeued)
 
         return await self._tx(run)
@@ -628,6 +620,16 @@ class SQLiteDriver:
     async def count_dead_letters(self) -> int:
         sql = "SELECT count(*) FROM job_dlq WHERE replayed_at IS NULL"
         return await self._read(lambda c: int(c.execute(sql).fetchone()[0]))
+
+
+def _in_shards(
+    shards: Collection[int] | None, args: tuple[Any, ...]
+) -> tuple[str, tuple[Any, ...]]:
+    """The condition limiting a query to ``shards`` (nothing for None: every shard) and
+    ``args`` with its argument appended (one JSON array, whatever the number of shards)."""
+    if shards is None:
+        return "", args
+    return " AND shard IN (SELECT value FROM json_each(?))", (*args, json.dumps(sorted(shards)))
 
 
 def _statements(sql: str) -> list[str]:
