@@ -30,8 +30,9 @@ _SPACE = (
 NAME_PATTERN = f"[^{_SPACE}]"
 #: Unix seconds as a query parameter: a plain decimal number below 10^11.
 UNIX_SECONDS_PATTERN = r"^[0-9]{1,11}(\.[0-9]+)?$"
+_D2 = "([0-9]{2})"
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))"
+    rf"([0-9]{{4}})-{_D2}-{_D2}[Tt]{_D2}:{_D2}:{_D2}(?:\.[0-9]+)?(?:([Zz])|([+-]){_D2}:{_D2})"
 )
 _DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 JOB_FIELDS = frozenset(
@@ -151,8 +152,8 @@ def path_id(request: Request, name: str) -> str:
 
 
 def rfc3339_seconds(text: str) -> float | None:
-    """Unix seconds of an RFC 3339 date-time (leap second and any year 0000-9999 included),
-    or None when ``text`` is not one."""
+    """Unix seconds of an RFC 3339 date-time (any year 0000-9999; second 60 only at 23:59
+    UTC, a leap second), or None when ``text`` is not one."""
     m = _RFC3339.fullmatch(text)
     if m is None:
         return None
@@ -160,15 +161,16 @@ def rfc3339_seconds(text: str) -> float | None:
     leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
     if not 1 <= mo <= 12 or not 1 <= d <= _DAYS[mo - 1] + (mo == 2 and leap):
         return None
-    offset = 0
+    offset = 0  # minutes east of UTC
     if m.group(8):
         oh, om = int(m.group(9)), int(m.group(10))
         if oh > 23 or om > 59:
             return None
-        offset = (oh * 60 + om) * (60 if m.group(8) == "+" else -60)
-    if h > 23 or mi > 59 or s > 60:
+        offset = (oh * 60 + om) * (1 if m.group(8) == "+" else -1)
+    utc_minute = (h * 60 + mi - offset) % 1440
+    if h > 23 or mi > 59 or s > 60 or (s == 60 and utc_minute != 1439):
         return None
-    return _days_from_civil(y, mo, d) * 86_400.0 + h * 3600 + mi * 60 + s - offset
+    return _days_from_civil(y, mo, d) * 86_400.0 + (h * 60 + mi - offset) * 60 + s
 
 
 def _days_from_civil(y: int, m: int, d: int) -> int:
@@ -219,9 +221,9 @@ class Query:
         return int(v)
 
     def choice(self, name: str, options: tuple[str, ...]) -> str | None:
-        """One of ``options``; None when absent or empty."""
+        """One of ``options``; None when absent."""
         v = self.params.get(name)
-        if v is None or v == "":
+        if v is None:
             return None
         if v not in options:
             raise invalid(f"'{name}' must be one of {', '.join(options)}")
@@ -230,7 +232,7 @@ class Query:
     def ident(self, name: str) -> str | None:
         """A page cursor: up to 19 decimal digits (past the largest id, it is the largest)."""
         v = self.params.get(name)
-        if v is None or v == "":
+        if v is None:
             return None
         if not (v.isascii() and v.isdigit() and len(v) <= 19):
             raise invalid(f"'{name}' must be an id (up to 19 decimal digits)")
@@ -240,7 +242,7 @@ class Query:
         """Unix seconds or an RFC 3339 date-time with its zone, as Unix seconds (a time
         before 1970 counts as 1970, one after 10^11 s as 10^11 s: the same jobs match)."""
         v = self.params.get(name)
-        if v is None or v == "":
+        if v is None:
             return None
         if _UNIX_SECONDS.fullmatch(v):
             return float(v)

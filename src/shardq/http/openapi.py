@@ -8,6 +8,14 @@ from typing import Any
 from .. import __version__
 from ..jobs import MAX_SECONDS
 from ..models import DURATIONS, PRIORITIES, STATUSES
+from .inputs import (
+    FLAG_VALUES,
+    MAX_ATTEMPTS,
+    MAX_BATCH,
+    MAX_NAME,
+    NAME_PATTERN,
+    UNIX_SECONDS_PATTERN,
+)
 
 _ID = {"type": "string", "pattern": "^[0-9]{1,19}$", "description": "a decimal Snowflake id"}
 _ANY: dict[str, Any] = {"description": "any JSON value"}
@@ -41,11 +49,21 @@ _COUNTS = {
 }
 _MS = {"type": ["number", "null"]}
 
+_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_NAME,
+    "pattern": NAME_PATTERN,
+    "description": "not only white space",
+}
+_STRINGS = (
+    "Every string of a request body must be valid Unicode (a lone UTF-16 surrogate is refused)."
+)
 _ERROR_BODY = _obj(
     {
         "reason": {
             "type": "string",
-            "description": "NotFound, Validation, Unauthorized, AlreadyCancelled,"
+            "description": "NotFound, Validation, Unauthorized, BadHost, AlreadyCancelled,"
             " AlreadyReplayed, PayloadTooLarge, UnsupportedMediaType, …",
         },
         "message": {"type": "string"},
@@ -86,18 +104,27 @@ _SCHEMAS: dict[str, Any] = {
     ),
     "NewJob": _obj(
         {
-            "type": {"type": "string", "minLength": 1, "maxLength": 255},
-            "payload": {**_ANY, "description": "the handler's argument (any JSON)"},
+            "type": _NAME,
+            "payload": {
+                **_ANY,
+                "description": "the handler's argument (any JSON, within the service's size"
+                " and nesting limits; a refused payload is a 400)",
+            },
             "priority": {"enum": list(PRIORITIES), "default": "normal"},
             "key": {
-                "type": ["string", "null"],
+                **_nullable(_NAME),
                 "description": "jobs sharing a key run one at a time, in submit order",
             },
             "dedupe_key": {
-                "type": ["string", "null"],
+                **_nullable(_NAME),
                 "description": "a retained job with this key is returned instead",
             },
-            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 3},
+            "max_attempts": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_ATTEMPTS,
+                "default": 3,
+            },
             "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": _MAX_S},
             "duration": {"enum": list(DURATIONS), "default": "short"},
         },
@@ -222,7 +249,7 @@ _SCHEMAS: dict[str, Any] = {
     ),
     "Health": _obj(
         {
-            "status": {"enum": ["ok", "unavailable"]},
+            "status": {"enum": ["ok", "failing"]},
             "runner": {"type": "boolean"},
             "runner_id": {"type": "string"},
             "message": {"type": "string"},
@@ -238,8 +265,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     texts = {
-        400: "invalid input (malformed JSON, wrong types, unknown fields or parameters)",
-        401: "missing or invalid bearer token (writes only)",
+        400: "invalid input (malformed JSON, wrong types, unknown fields or parameters),"
+        " or a host name the server does not answer to",
+        401: "missing or invalid bearer token",
         404: "no such job or dead letter",
         409: "the job has finished, or the dead letter was already replayed",
         413: "request body over the size limit",
@@ -249,7 +277,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 _WRITE = (400, 401, 413, 415)
-_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+_OPEN: list[dict[str, list[str]]] = []
 
 
 def _param(name: str, where: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -265,6 +293,21 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str) -> d
 _LIMIT = _param(
     "limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (50)"
 )
+_INSTANT = {
+    "anyOf": [
+        {"type": "string", "pattern": UNIX_SECONDS_PATTERN},
+        {"type": "string", "format": "date-time"},
+    ]
+}
+
+
+def _instant(name: str, what: str) -> dict[str, Any]:
+    return _param(
+        name,
+        "query",
+        _INSTANT,
+        f"{what}: Unix seconds (a decimal number) or an RFC 3339 date-time with its zone",
+    )
 
 
 def _before(what: str) -> dict[str, Any]:
@@ -281,23 +324,29 @@ _BODY_OPTIONAL = {
 _PATHS: dict[str, Any] = {
     "/healthz": {
         "get": {
-            "summary": "Liveness: the service has its storage open",
+            "summary": "Health: storage open and the runner's writes succeeding",
+            "description": "Open: no token, and any host name.",
             "operationId": "healthz",
+            "security": _OPEN,
             "responses": {
                 "200": _json(_ref("Health"), "up"),
-                "503": _json(_ref("Health"), "the JobService is not started"),
+                "503": _json(
+                    _ref("Health"), "failing: not started, or the runner's steps keep failing"
+                ),
             },
         }
     },
     "/metrics": {
         "get": {
             "summary": "Prometheus metrics of this process",
+            "description": "Takes the API token or, when one is configured, the metrics token.",
             "operationId": "metrics",
             "responses": {
                 "200": {
                     "description": "Prometheus text format",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
+                },
+                **_errors(400, 401),
             },
         }
     },
@@ -310,17 +359,17 @@ _PATHS: dict[str, Any] = {
                 _param("type", "query", {"type": "string"}, "only this job type"),
                 _param("priority", "query", {"enum": list(PRIORITIES)}, "only this priority"),
                 _param("key", "query", {"type": "string"}, "only this ordering key"),
-                _param("since", "query", {"type": "string"}, "created at or after (Unix s or ISO)"),
-                _param("until", "query", {"type": "string"}, "created before (Unix s or ISO)"),
+                _instant("since", "created at or after"),
+                _instant("until", "created before"),
                 _LIMIT,
                 _before("job"),
             ],
-            "responses": {"200": _json(_ref("JobPage"), "a page of jobs"), **_errors(400)},
+            "responses": {"200": _json(_ref("JobPage"), "a page of jobs"), **_errors(400, 401)},
         },
         "post": {
             "summary": "Submit one job (committed when this returns)",
             "operationId": "submitJob",
-            "security": _SECURED,
+            "description": _STRINGS,
             "requestBody": {
                 "required": True,
                 "content": {
@@ -351,7 +400,7 @@ _PATHS: dict[str, Any] = {
         "post": {
             "summary": "Submit a batch of jobs in one transaction (all or none)",
             "operationId": "submitBatch",
-            "security": _SECURED,
+            "description": _STRINGS,
             "requestBody": {
                 "required": True,
                 "content": {
@@ -362,7 +411,7 @@ _PATHS: dict[str, Any] = {
                                     "type": "array",
                                     "items": _ref("NewJob"),
                                     "minItems": 1,
-                                    "maxItems": 1000,
+                                    "maxItems": MAX_BATCH,
                                 },
                                 "delay": {"type": "number", "minimum": 0, "maximum": _MAX_S},
                             },
@@ -385,14 +434,13 @@ _PATHS: dict[str, Any] = {
             "summary": "A job: status, attempts, history and result",
             "operationId": "getJob",
             "parameters": [_JOB_ID],
-            "responses": {"200": _json(_ref("Job"), "the job"), **_errors(404)},
+            "responses": {"200": _json(_ref("Job"), "the job"), **_errors(400, 401, 404)},
         }
     },
     "/api/jobs/{job_id}/cancel": {
         "post": {
             "summary": "Cancel a job: a queued one never runs, a running one is interrupted",
             "operationId": "cancelJob",
-            "security": _SECURED,
             "parameters": [_JOB_ID],
             "requestBody": _BODY_OPTIONAL,
             "responses": {
@@ -409,7 +457,7 @@ _PATHS: dict[str, Any] = {
             "parameters": [_LIMIT, _before("dead-letter")],
             "responses": {
                 "200": _json(_ref("DeadLetterPage"), "a page of dead letters"),
-                **_errors(400),
+                **_errors(400, 401),
             },
         }
     },
@@ -417,7 +465,6 @@ _PATHS: dict[str, Any] = {
         "post": {
             "summary": "Replay several dead letters, or all not yet replayed",
             "operationId": "replayMany",
-            "security": _SECURED,
             "requestBody": {
                 "required": True,
                 "content": {
@@ -430,7 +477,7 @@ _PATHS: dict[str, Any] = {
                                             "type": "array",
                                             "items": _ID,
                                             "minItems": 1,
-                                            "maxItems": 1000,
+                                            "maxItems": MAX_BATCH,
                                         }
                                     }
                                 ),
@@ -451,14 +498,16 @@ _PATHS: dict[str, Any] = {
             "summary": "One dead letter with its payload",
             "operationId": "getDeadLetter",
             "parameters": [_DLQ_ID],
-            "responses": {"200": _json(_ref("DeadLetter"), "the dead letter"), **_errors(404)},
+            "responses": {
+                "200": _json(_ref("DeadLetter"), "the dead letter"),
+                **_errors(400, 401, 404),
+            },
         }
     },
     "/api/dead-letters/{dlq_id}/replay": {
         "post": {
             "summary": "Submit a dead letter's job again and mark it replayed",
             "operationId": "replayDeadLetter",
-            "security": _SECURED,
             "parameters": [_DLQ_ID],
             "requestBody": _BODY_OPTIONAL,
             "responses": {
@@ -472,16 +521,16 @@ _PATHS: dict[str, Any] = {
             "summary": "Counts by status and priority, throughput and latency percentiles",
             "operationId": "stats",
             "parameters": [
-                _param("series", "query", {"enum": ["true", "false"]}, "include the samples")
+                _param("series", "query", {"enum": list(FLAG_VALUES)}, "include the samples")
             ],
-            "responses": {"200": _json(_ref("Stats"), "live numbers"), **_errors(400)},
+            "responses": {"200": _json(_ref("Stats"), "live numbers"), **_errors(400, 401)},
         }
     },
     "/api/runners": {
         "get": {
             "summary": "Runners and the shards they own",
             "operationId": "runners",
-            "responses": {"200": _json(_ref("Runners"), "runners")},
+            "responses": {"200": _json(_ref("Runners"), "runners"), **_errors(400, 401)},
         }
     },
     "/api/events": {
@@ -492,7 +541,8 @@ _PATHS: dict[str, Any] = {
                 "200": {
                     "description": "an endless text/event-stream",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                }
+                },
+                **_errors(400, 401),
             },
         }
     },
@@ -508,12 +558,15 @@ def build_spec() -> dict[str, Any]:
                 "title": "shardq",
                 "version": __version__,
                 "description": (
-                    "Submit, inspect, cancel and replay jobs. Reads are open; writes need"
-                    " 'Authorization: Bearer <SHARDQ_API_TOKEN>'. Bodies are JSON only."
+                    "Submit, inspect, cancel and replay jobs. Every operation but /healthz"
+                    " needs 'Authorization: Bearer <SHARDQ_API_TOKEN>' (/metrics also takes"
+                    " the metrics token), and only configured host names are served. Bodies"
+                    " are JSON only: UTF-8, no repeated keys, no NaN or Infinity."
                     ' Every error is {"error": {"reason": ..., "message": ...}}.'
                 ),
             },
             "paths": _PATHS,
+            "security": [{"bearer": []}],
             "components": {
                 "schemas": _SCHEMAS,
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
