@@ -125,21 +125,18 @@ async def test_dedupe_is_atomic_across_processes(pg_url: str) -> None:
             await s.stop()
 
 
-async def test_a_stale_owner_cannot_start_or_finish(driver: PostgresDriver) -> None:
-    await driver.insert_jobs([new_job(1, shard=7), new_job(2, shard=8)])
+async def test_a_start_is_refused_on_a_shard_another_runner_owns(driver: PostgresDriver) -> None:
+    """Owner and attempt fence outcomes on every engine (tests/drivers/test_advance.py); on
+    PostgreSQL a start is also fenced by the shard table."""
+    await driver.insert_jobs([new_job(1, shard=7), new_job(2, shard=8), new_job(3, shard=7)])
     await driver.pool.execute(
         "INSERT INTO shardq_shards (shard, owner, acquired_at) VALUES (7, 'B', 0)"
     )
-    assert (await driver.advance([], [1], "A", 2000)).started == []
-    started = (await driver.advance([], [1, 2], "B", 2000)).started
-    assert sorted(s.id for s in started) == [1, 2]
-    done = [Outcome(1, 1, "complete", 3000, result="1"), Outcome(2, 1, "complete", 3000)]
-    assert (await driver.advance(done, [], "A", 3000)).written == []
-    assert (await driver.advance([Outcome(1, 2, "complete", 3000)], [], "B", 3000)).written == []
-    assert sorted((await driver.advance(done, [], "B", 3000)).written) == [1, 2]
-    record = await driver.get_job(1)
-    assert record is not None and record.state == "complete"
-    assert [h[0] for h in record.history] == ["queued", "processing", "complete"]
+    assert [s.id for s in (await driver.advance([], [1, 2], "A", 2000)).started] == [2]
+    # A step with outcomes fences its starts the same way.
+    step = await driver.advance([Outcome(2, 1, "complete", 3000)], [3], "A", 3000)
+    assert (step.written, step.started) == ([2], [])
+    assert sorted(s.id for s in (await driver.advance([], [1, 3], "B", 3000)).started) == [1, 3]
 
 
 async def test_finished_jobs_are_announced_to_other_processes_retries_are_not(
