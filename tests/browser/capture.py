@@ -46,7 +46,7 @@ def capture(
                 expect(page.get_by_test_id("detail-id")).to_have_text(retried)
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out), full_page=full_page)
-            stats = page.evaluate("fetch('api/stats').then(r => r.json())")
+            stats = page.evaluate("api('GET', 'api/stats').then(r => r.data)")
             context.close()
             return dict(stats)
         finally:

@@ -192,15 +192,35 @@ def test_cancel_a_running_job_by_clicking(
     assert [h.status for h in st.history] == ["queued", "processing", "cancelled"]
 
 
-def test_writes_from_the_dashboard_need_the_token(page: Any, server: LiveServer) -> None:
+def test_without_the_token_the_dashboard_reads_nothing(page: Any, server: LiveServer) -> None:
     from playwright.sync_api import expect
 
+    async def submit(jobs: JobService) -> str:
+        job_id = await jobs.submit("echo", {"private": "data"}, delay=3600)
+        return job_id
+
+    job_id = server.call(submit)
     page.goto(server.url + "/")  # no token in the link
-    expect(page.get_by_test_id("live")).to_have_text("live")
-    page.locator("details.submit summary").click()
-    page.get_by_test_id("submit-type").fill("echo")
-    page.get_by_test_id("submit-btn").click()
+    expect(page.get_by_test_id("live")).to_have_text("needs the API token")
     expect(page.get_by_test_id("toast")).to_contain_text("set the API token")
+    expect(page.get_by_test_id(f"job-{job_id}")).to_have_count(0)
+    expect(page.get_by_test_id("count-queued")).to_have_text("\u2013")
+    # Given the token (the button's prompt), it reads, goes live and can write.
+    page.once("dialog", lambda dialog: dialog.accept(TOKEN))
+    page.get_by_test_id("token-btn").click()
+    expect(page.get_by_test_id("live")).to_have_text("live")
+    expect(page.get_by_test_id(f"job-{job_id}")).to_be_visible()
+    page.get_by_test_id(f"cancel-{job_id}").click()
+    expect(page.get_by_test_id(f"job-{job_id}").get_by_test_id("status")).to_have_text("cancelled")
+
+
+def test_reads_without_the_token_are_refused(server: LiveServer) -> None:
+    for path in ("/api/jobs", "/api/stats", "/api/dead-letters", "/api/runners", "/api/events"):
+        r = httpx.get(server.url + path, timeout=10)
+        assert r.status_code == 401 and r.json()["error"]["reason"] == "Unauthorized", path
+    assert httpx.get(server.url + "/", timeout=10).status_code == 200
+    r = httpx.get(server.url + "/api/jobs", headers={"Host": "rebound.example"}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["reason"] == "BadHost"
 
 
 def test_dashboard_under_load(browser: Any, artifacts_dir: Path) -> None:

@@ -37,7 +37,7 @@ function takeTokenFromUrl() {
 
 async function api(method, path, body) {
   const headers = { Accept: "application/json" };
-  if (method !== "GET" && token()) headers.Authorization = "Bearer " + token();
+  if (token()) headers.Authorization = "Bearer " + token();
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let res;
   try {
@@ -157,39 +157,89 @@ function drawCharts() {
 
 // -- live events -------------------------------------------------------------------------
 
-function connect() {
-  const es = new EventSource("api/events");
-  const live = $("live");
-  es.addEventListener("open", () => {
-    live.textContent = "live";
-    live.className = "live on";
-  });
-  es.addEventListener("error", () => {
-    live.textContent = "reconnecting…";
-    live.className = "live off";
-  });
-  es.addEventListener("hello", (e) => {
-    const d = JSON.parse(e.data);
-    live.textContent = "live";
-    live.className = "live on";
+// The stream is read with fetch, not EventSource, so that it carries the token in the
+// Authorization header like every other request (never in the URL or a cookie).
+const EVENTS = {
+  hello(d) {
+    setLive("live", true);
     state.series = d.series || [];
     setCounts(d);
     setRates(d);
     drawCharts();
-  });
-  es.addEventListener("tick", (e) => {
-    const d = JSON.parse(e.data);
+  },
+  tick(d) {
     state.series.push(d.point);
     if (state.series.length > 2 * WINDOW) state.series.splice(0, state.series.length - WINDOW);
     setCounts(d);
     setRates(d);
     drawCharts();
-  });
-  es.addEventListener("jobs", (e) => {
-    const d = JSON.parse(e.data);
+  },
+  jobs(d) {
     setCounts(d);
     for (const t of d.transitions) onTransition(t.id, t.status);
-  });
+  },
+};
+
+let stream = null; // the AbortController of the open event stream
+
+function setLive(text, on) {
+  const live = $("live");
+  live.textContent = text;
+  live.className = "live " + (on ? "on" : "off");
+}
+
+async function connect() {
+  if (stream) stream.abort();
+  const ctl = new AbortController();
+  stream = ctl;
+  const headers = { Accept: "text/event-stream" };
+  if (token()) headers.Authorization = "Bearer " + token();
+  let retry = 2000;
+  try {
+    const res = await fetch("api/events", { headers, signal: ctl.signal, cache: "no-store" });
+    if (res.status === 401) {
+      setLive("needs the API token", false);
+      toast("the dashboard needs the API token — set the API token (top right)", true);
+      return;
+    }
+    if (!res.ok || !res.body) throw new Error("event stream answered " + res.status);
+    setLive("live", true);
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value;
+      let end;
+      while ((end = buf.indexOf("\n\n")) >= 0) {
+        retry = onEvent(buf.slice(0, end), retry);
+        buf = buf.slice(end + 2);
+      }
+    }
+  } catch (e) {
+    if (ctl.signal.aborted) return;
+  }
+  if (stream !== ctl) return;
+  setLive("reconnecting…", false);
+  setTimeout(() => stream === ctl && connect(), retry);
+}
+
+// One server-sent event block: "event:", "data:" and "retry:" lines. Returns the retry delay.
+function onEvent(block, retry) {
+  let kind = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    const colon = line.indexOf(":");
+    if (colon <= 0) continue; // a comment (keep-alive) or an empty line
+    const field = line.slice(0, colon);
+    const value = line.slice(colon + 1).replace(/^ /, "");
+    if (field === "event") kind = value;
+    else if (field === "data") data.push(value);
+    else if (field === "retry" && /^[0-9]+$/.test(value)) retry = Number(value);
+  }
+  const handler = EVENTS[kind];
+  if (handler && data.length) handler(JSON.parse(data.join("\n")));
+  return retry;
 }
 
 function onTransition(id, status) {
@@ -471,6 +521,11 @@ function init() {
     if (t !== null) {
       sessionStorage.setItem("shardq-token", t.trim());
       takeTokenFromUrl();
+      // Reads need the token too: load everything again with it.
+      connect();
+      loadJobs(false);
+      loadDlq();
+      loadRunners();
     }
   });
   window.addEventListener("resize", drawCharts);
