@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import contextvars
 import json
-import math
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -22,6 +21,15 @@ from prometheus_client import CollectorRegistry
 from ._internal.attempts import Handler
 from ._internal.batching import GroupCommit
 from ._internal.clock import now_ms
+from ._internal.validation import (
+    MAX_SECONDS,
+    check_name,
+    check_seconds,
+    check_text,
+    encode_json,
+    safe_text,
+    show,
+)
 from .config import Config
 from .drivers import connect
 from .drivers.base import DeadLetterRecord, Driver, EventKind, JobFilter, JobRecord, JobRef, NewJob
@@ -49,13 +57,12 @@ from .runner import Runner
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-_MAX_NAME = 255
 #: Jobs of a batch encoded between two turns of the event loop.
 _ENCODE_CHUNK = 250
-# One encoder for every payload: json.dumps with options builds a new one per call.
-_PAYLOAD_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-#: The longest delay or timeout accepted (ten years), well inside 64-bit milliseconds.
-MAX_SECONDS = 10 * 365 * 86_400.0
+#: Bound of the creation-time filters (seconds since the epoch), well inside 64-bit ms.
+_MAX_EPOCH = 1e13
+
+__all__ = ["MAX_SECONDS", "JobService"]
 
 
 class JobService:
@@ -101,7 +108,7 @@ class JobService:
     def register_handler(self, job_type: str, fn: Handler) -> None:
         """Run ``fn(payload)`` for jobs of ``job_type``; async functions are awaited, sync ones
         run in a thread pool. The return value (JSON) becomes the job's result."""
-        _check_name("job type", job_type)
+        check_name("job type", job_type)
         if not callable(fn):
             raise JobError.from_validation(None, f"handler for {job_type!r} is not callable")
         self._handlers[job_type] = fn
@@ -292,6 +299,10 @@ class JobService:
         """
         batch = isinstance(payload, list)
         items: list[Any] = payload if batch else [payload]
+        if batch and dedupe_key is not None:
+            # Checked before the per-item keys are derived from it (which would make any
+            # value a string).
+            check_name("dedupe_key", dedupe_key)
         batch_id = uuid.uuid4().hex if batch and len(items) > 1 else None
         specs = [
             JobPayload(
@@ -311,6 +322,12 @@ class JobService:
             )
             for i, item in enumerate(items)
         ]
+        if not specs:
+            # An empty batch stores nothing, but its arguments are checked all the same.
+            _check_options(JobPayload(job_type, None, priority, None, max_attempts or 1,
+                                      duration, None, key, timeout))  # fmt: skip
+            check_seconds("delay", delay, zero_ok=True)
+            return []
         results = await self.submit_many(specs, delay=delay)
         ids = [r.job_id for r in results]
         return ids if batch else ids[0]
@@ -323,19 +340,15 @@ class JobService:
     ) -> list[SubmitResult]:
         """Store jobs of any types and options in one transaction; per job, its id and
         whether it was a duplicate of a retained job (by dedupe key)."""
-        if (
-            not isinstance(delay, int | float)
-            or isinstance(delay, bool)
-            or not math.isfinite(delay)
-            or not 0 <= delay <= MAX_SECONDS
-        ):
+        seconds = check_seconds("delay", delay, zero_ok=True)
+        if not isinstance(jobs, Sequence) or isinstance(jobs, str | bytes):
             raise JobError.from_validation(
-                None, f"delay must be 0..{MAX_SECONDS:.0f} seconds (ten years), got {delay!r}"
+                None, f"jobs must be a sequence of JobPayload, got {show(jobs)}"
             )
         if not jobs:
             return []
         now = now_ms()
-        run_at = now + int(delay * 1000)
+        run_at = now + int(seconds * 1000)
         captured = capture_context(self._context_vars)
         context = _encode_context(captured)
         checked: dict[tuple[Any, ...], tuple[int, float | None]] = {}
@@ -381,25 +394,23 @@ class JobService:
     ) -> NewJob:
         """``spec`` as the row to insert under ``job_id``. ``checked`` remembers the option
         sets already validated in this call (a batch mostly repeats one)."""
+        if not isinstance(spec, JobPayload):
+            raise JobError.from_validation(None, f"a job must be a JobPayload, got {show(spec)}")
         ma, t = spec.max_attempts, spec.timeout
         # The types are part of the key: True == 1 == 1.0, but only the int is valid.
-        options = (spec.type, spec.priority, spec.duration, ma, type(ma), t, type(t))
+        options = (spec.type, spec.priority, spec.duration, ma, type(ma), t, type(t),
+                   spec.key, type(spec.key), spec.batch_id, type(spec.batch_id))  # fmt: skip
         try:
             valid = checked.get(options)
         except TypeError:  # something unhashable: no cache, validation says what is wrong
             valid = None
         if valid is None:
-            valid = _check_options(spec.type, spec.priority, spec.duration, ma, t)
+            valid = _check_options(spec)
             with contextlib.suppress(TypeError):
                 checked[options] = valid
-        if spec.key is not None:
-            _check_name("key", spec.key)
         if spec.dedupe_key is not None:
-            _check_name("dedupe_key", spec.dedupe_key)
-        try:
-            encoded = _PAYLOAD_JSON.encode(spec.payload)
-        except (TypeError, ValueError) as e:
-            raise JobError.from_validation(None, f"payload is not JSON-serialisable: {e}") from e
+            check_name("dedupe_key", spec.dedupe_key)
+        encoded = encode_json("payload", spec.payload)
         size = len(encoded)  # ASCII (the encoder escapes the rest): characters are bytes
         if size > self.config.max_payload_bytes:
             raise JobError.from_validation(
@@ -439,6 +450,8 @@ class JobService:
         Raises ``JobError(reason="Timeout")`` if ``timeout`` seconds pass first.
         """
         jid = _parse_id(job_id)
+        if timeout is not None:
+            timeout = check_seconds("timeout", timeout, zero_ok=True)
         loop = asyncio.get_running_loop()
         driver = self.driver
         backoff = 0.005
@@ -481,21 +494,29 @@ class JobService:
         before: str | None = None,
     ) -> list[JobStatusResponse]:
         """Jobs matching every given filter, newest first; page with ``before`` (an id)."""
-        if status is not None and status not in ("queued", "processing", *FINISHED):
-            raise JobError.from_validation(None, f"unknown status {status!r}")
+        if status is not None and (
+            not isinstance(status, str) or status not in ("queued", "processing", *FINISHED)
+        ):
+            raise JobError.from_validation(None, f"unknown status {show(status)}")
         if priority is not None and (
             not isinstance(priority, str) or priority not in PRIORITY_RANK
         ):
-            raise JobError.from_validation(None, f"unknown priority {priority!r}")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
-            raise JobError.from_validation(None, "limit must be an integer 1..1000")
+            raise JobError.from_validation(None, f"unknown priority {show(priority)}")
+        _check_limit(limit)
+        for what, text in (("type", type), ("key", key)):
+            if text is not None:
+                if not isinstance(text, str):
+                    raise JobError.from_validation(
+                        None, f"the {what} filter must be a string, got {show(text)}"
+                    )
+                check_text(f"the {what} filter", text)
         flt = JobFilter(
             state=status,
             type=type,
             priority=PRIORITY_RANK[priority] if priority is not None else None,
             key=key,
-            created_after=int(created_after * 1000) if created_after is not None else None,
-            created_before=int(created_before * 1000) if created_before is not None else None,
+            created_after=_epoch_ms("created_after", created_after),
+            created_before=_epoch_ms("created_before", created_before),
             limit=limit,
             before_id=_parse_id(before) if before is not None else None,
         )
@@ -545,8 +566,7 @@ class JobService:
 
     async def dead_letters(self, limit: int = 50, before: str | None = None) -> list[DeadLetter]:
         """Dead letters, newest first; page with ``before`` (a dead-letter id)."""
-        if not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise JobError.from_validation(None, "limit must be an integer 1..1000")
+        _check_limit(limit)
         bound = _parse_id(before) if before is not None else None
         return [_dead_letter(r) for r in await self.driver.dead_letters(limit, bound)]
 
@@ -668,53 +688,64 @@ class JobService:
                 fut.set_result(None)
 
 
-def _check_options(
-    job_type: object, priority: object, duration: object, max_attempts: object, timeout: object
-) -> tuple[int, float | None]:
+def _check_options(spec: JobPayload) -> tuple[int, float | None]:
     """Validate a job's options; returns its priority's rank and its timeout as a float."""
-    _check_name("job type", job_type)
+    check_name("job type", spec.type)
+    priority, duration, ma = spec.priority, spec.duration, spec.max_attempts
     if not isinstance(priority, str) or priority not in PRIORITY_RANK:
         raise JobError.from_validation(
-            None, f"unknown priority {priority!r}; use one of {', '.join(PRIORITIES)}"
+            None, f"unknown priority {show(priority)}; use one of {', '.join(PRIORITIES)}"
         )
     if not isinstance(duration, str) or duration not in DURATIONS:
         raise JobError.from_validation(
-            None, f"unknown duration {duration!r}; use 'short' or 'long'"
+            None, f"unknown duration {show(duration)}; use 'short' or 'long'"
         )
-    ma = max_attempts
     if not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= 1000:
-        raise JobError.from_validation(None, f"max_attempts must be an integer 1..1000, got {ma!r}")
-    t = timeout
-    if t is not None and (
-        not isinstance(t, int | float)
-        or isinstance(t, bool)
-        or not math.isfinite(t)
-        or not 0 < t <= MAX_SECONDS
+        raise JobError.from_validation(
+            None, f"max_attempts must be an integer 1..1000, got {show(ma)}"
+        )
+    if spec.key is not None:
+        check_name("key", spec.key)
+    if spec.batch_id is not None:
+        check_name("batch_id", spec.batch_id)
+    timeout = (
+        None if spec.timeout is None else check_seconds("timeout", spec.timeout, zero_ok=False)
+    )
+    return PRIORITY_RANK[priority], timeout
+
+
+def _check_limit(limit: object) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+        raise JobError.from_validation(None, f"limit must be an integer 1..1000, got {show(limit)}")
+
+
+def _epoch_ms(what: str, seconds: object) -> int | None:
+    """A creation-time filter (seconds since the epoch) in milliseconds."""
+    if seconds is None:
+        return None
+    if (
+        not isinstance(seconds, int | float)
+        or isinstance(seconds, bool)
+        or not -_MAX_EPOCH <= seconds <= _MAX_EPOCH  # NaN fails it too
     ):
         raise JobError.from_validation(
-            None, f"timeout must be a positive number of seconds up to ten years, got {t!r}"
+            None, f"{what} must be a time in seconds since the epoch, got {show(seconds)}"
         )
-    return PRIORITY_RANK[priority], float(t) if t is not None else None
-
-
-def _check_name(what: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise JobError.from_validation(None, f"{what} must be a non-empty string, got {value!r}")
-    if len(value) > _MAX_NAME:
-        raise JobError.from_validation(None, f"{what} is longer than {_MAX_NAME} characters")
+    return int(seconds * 1000)
 
 
 def _parse_id(job_id: object) -> int:
-    text = (
-        str(job_id).strip()
-        if isinstance(job_id, str | int) and not isinstance(job_id, bool)
-        else ""
-    )
-    if not text.isdigit() or len(text) > 19 or int(text) >= 1 << 63:
+    if isinstance(job_id, int) and not isinstance(job_id, bool):
+        text = str(job_id) if 0 <= job_id < 1 << 63 else ""
+    else:
+        text = job_id.strip() if isinstance(job_id, str) else ""
+    # ASCII digits only: str.isdigit also holds for digits that int() refuses, such as "²".
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) >= 1 << 63:
+        shown = safe_text(job_id, 40) if isinstance(job_id, str) else show(job_id)
         raise JobError(
             "NotFound",
-            str(job_id),
-            message=f"{job_id!r} not found: job and dead-letter ids are decimal numbers",
+            shown,
+            message=f"{show(job_id)} not found: job and dead-letter ids are decimal numbers",
         )
     return int(text)
 
@@ -722,12 +753,7 @@ def _parse_id(job_id: object) -> int:
 def _encode_context(captured: dict[str, Any] | None) -> str | None:
     if captured is None:
         return None
-    try:
-        return json.dumps(captured)
-    except (TypeError, ValueError) as e:
-        raise JobError.from_validation(
-            None, f"a captured context variable is not JSON-serialisable: {e}"
-        ) from e
+    return encode_json("a captured context variable", captured)
 
 
 def _status(r: JobRecord) -> JobStatusResponse:
