@@ -172,3 +172,101 @@ async def test_replay_runs_a_dead_letter_again_once(make_service: ServiceFactory
         with pytest.raises(JobError) as info:
             await jobs.replay(dl.id)
         assert info.value.reason == "Validation" and new_id in str(info.value)
+
+
+# -- what a handler raises or returns can always be stored ---------------------------------
+
+#: A lone surrogate, as ``os.fsdecode`` makes of a file name that is not UTF-8.
+UNDECODABLE = b"caf\xff".decode("utf-8", "surrogateescape")
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+def _deep(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("raise_", "needle"),
+    [
+        (lambda: ValueError(f"bad name {UNDECODABLE}"), "ValueError: bad name caf\\udcff"),
+        (lambda: ValueError("nul \x00 inside"), "ValueError: nul \\x00 inside"),
+        (lambda: JobError.from_validation(None, f"bad {UNDECODABLE}"), "caf\\udcff"),
+        (lambda: ValueError("x" * 1_000_000), "ValueError: xxx"),
+        (_Unprintable, "_Unprintable"),
+    ],
+)
+async def test_a_poison_error_message_is_stored_safely_and_other_jobs_still_run(
+    make_service: ServiceFactory, raise_: Any, needle: str
+) -> None:
+    jobs = make_service()
+
+    @jobs.handler("poison")
+    async def poison(p: Any) -> None:
+        raise raise_()
+
+    @jobs.handler("fine")
+    async def fine(p: Any) -> int:
+        return int(p["n"]) * 2
+
+    async with jobs:
+        bad = await jobs.submit("poison", {}, max_attempts=2)
+        st = await jobs.wait(bad, timeout=10)
+        later = [await jobs.submit("fine", {"n": i}) for i in range(3)]
+        done = [await jobs.wait(i, timeout=10) for i in later]
+        listed = await jobs.list_jobs(type="poison")
+        (dead,) = await jobs.dead_letters()
+    assert [d.result for d in done] == [0, 2, 4]
+    assert st.status == "failed" and st.error is not None
+    assert needle in st.error and len(st.error) <= 4200
+    # The retry's entry (none for a terminal error) and the final one alike.
+    ends = [h for h in st.history[1:] if h.status != "processing"]
+    assert [h.error for h in ends] == [st.error] * len(ends) and ends[-1].status == "failed"
+    assert listed[0].error == st.error and dead.error == st.error
+    for text in (st.error, dead.error):
+        text.encode("utf-8")
+        assert "\x00" not in text
+
+
+@pytest.mark.parametrize(
+    ("result", "needle"),
+    [
+        (f"name {UNDECODABLE}", "surrogate"),
+        ({f"k{UNDECODABLE}": 1}, "surrogate"),
+        ({"when": object()}, "JSON"),
+        ({"x": float("nan")}, "JSON"),
+        (_deep(65), "nested"),
+        (_deep(5000), "nested"),
+        ({1: "a", "1": "b"}, "same JSON name"),
+    ],
+)
+async def test_a_result_that_cannot_be_stored_dead_letters_the_job_at_once(
+    make_service: ServiceFactory, result: Any, needle: str
+) -> None:
+    jobs = make_service()
+
+    @jobs.handler("bad.result")
+    async def bad_result(p: Any) -> Any:
+        return result
+
+    @jobs.handler("fine")
+    async def fine(p: Any) -> str:
+        return "ok"
+
+    async with jobs:
+        job_id = await jobs.submit("bad.result", {}, max_attempts=5)
+        st = await jobs.wait(job_id, timeout=10)
+        after = await jobs.wait(await jobs.submit("fine", {}), timeout=10)
+        (dead,) = await jobs.dead_letters()
+        (listed,) = await jobs.list_jobs(type="bad.result")
+    assert after.result == "ok"
+    assert st.status == "failed" and st.attempts == 1 and st.result is None
+    assert dead.reason == "Validation" and needle in (dead.error or "")
+    assert listed.error == st.error == dead.error
+    assert (st.error or "").startswith("Validation: ")

@@ -28,6 +28,7 @@ from ..ids import Snowflake
 from ..observe import Metrics, job_span
 from ..retry import RetryPolicy
 from .clock import now_ms
+from .validation import encode_json, safe_text
 
 Handler = Callable[[Any], Any]
 
@@ -103,12 +104,7 @@ class AttemptRunner:
             else:
                 with job_span(captured, self._context_vars, job.id, job.type, job.attempts):
                     result = await self._call(handler, payload, job.timeout, attempt.ctx)
-            try:
-                encoded = "null" if result is None else json.dumps(result, allow_nan=False)
-            except (TypeError, ValueError) as e:
-                raise JobError.from_validation(
-                    str(job.id), f"handler result is not JSON-serialisable: {e}"
-                ) from e
+            encoded = "null" if result is None else encode_json("the handler's result", result)
             outcome = Outcome(job.id, job.attempts, "complete", now_ms(), result=encoded)
         except asyncio.CancelledError:
             if attempt.cancel_requested:
@@ -168,6 +164,12 @@ class AttemptRunner:
         return known
 
     def _failure(self, job: StartedJob, error: BaseException) -> Outcome:
+        """The outcome of an attempt that raised ``error``: a retry, or a dead letter when
+        attempts are spent or the error is terminal.
+
+        A result that cannot be stored (not JSON, nested too deep, a lone surrogate) arrives
+        here as ``JobError(reason="Validation")``: terminal, because the same handler on the
+        same payload will return it again, so retrying would only spend attempts."""
         text = _describe(error)
         at = now_ms()
         terminal = isinstance(error, JobError) and error.is_terminal
@@ -183,7 +185,13 @@ class AttemptRunner:
 
 
 def _describe(error: BaseException) -> str:
+    """The error text stored for a failed attempt: always storable (see ``safe_text``), even
+    when the exception's message holds a lone surrogate or NUL, is huge, or cannot be had."""
+    name = type(error).__name__
+    try:
+        text = str(error)
+    except Exception:  # a broken __str__ must not keep the outcome from being written
+        text = ""
     if isinstance(error, JobError):
-        return f"{error.reason}: {error}"
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+        name = error.reason
+    return safe_text(f"{name}: {text}" if text else name)
