@@ -16,8 +16,10 @@ class GroupCommit(Generic[T, R]):
 
     A caller that finds nothing in flight runs ``fn`` on its own items at once, in its own
     task: no timer and no hand-off to another task delays it. Callers arriving meanwhile
-    form the next batch, which a drain task runs. A failing batch fails every caller in it,
-    and none of its items is stored.
+    form the next batch, which a drain task runs. When a batch of several callers fails,
+    each caller's items are tried again on their own (at the same time), so one caller's
+    items that storage refuses never fail another's: every caller's items are stored all
+    or none, and a caller hears only of its own failure.
     """
 
     def __init__(self, fn: Callable[[list[T]], Awaitable[list[R]]]) -> None:
@@ -47,22 +49,47 @@ class GroupCommit(Generic[T, R]):
             self._drainer = None
 
     async def _drain(self) -> None:
+        batch, self._pending = self._pending, []
         try:
-            batch, self._pending = self._pending, []
-            flat = [x for items, _ in batch for x in items]
-            try:
-                results = await self._fn(flat)
-            except BaseException as e:  # every caller must hear of it
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                if not isinstance(e, asyncio.CancelledError):
-                    return
+            await self._run(batch)
+        except BaseException as e:  # every caller must hear of it
+            _fail(batch, e)
+            if isinstance(e, asyncio.CancelledError):
                 raise
-            i = 0
-            for items, fut in batch:
-                if not fut.done():
-                    fut.set_result(results[i : i + len(items)])
-                i += len(items)
         finally:
             self._next()
+
+    async def _run(self, batch: list[tuple[Sequence[T], asyncio.Future[list[R]]]]) -> None:
+        try:
+            results = await self._fn([x for items, _ in batch for x in items])
+        except Exception:
+            if len(batch) == 1:
+                raise
+            # One transaction stored nothing (and should a lost reply hide a commit, the
+            # items keep their ids, so trying them again cannot store any of them twice).
+            await asyncio.gather(*(self._alone(items, fut) for items, fut in batch))
+            return
+        i = 0
+        for items, fut in batch:
+            if not fut.done():
+                fut.set_result(results[i : i + len(items)])
+            i += len(items)
+
+    async def _alone(self, items: Sequence[T], fut: asyncio.Future[list[R]]) -> None:
+        """Run one caller's items as a batch of their own, unless the caller went away."""
+        if fut.done():
+            return
+        try:
+            results = await self._fn(list(items))
+        except Exception as e:
+            if not fut.done():
+                fut.set_exception(e)
+            return
+        if not fut.done():
+            fut.set_result(results)
+
+
+def _fail(batch: Sequence[tuple[Sequence[T], asyncio.Future[list[R]]]], e: BaseException) -> None:
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(e)
