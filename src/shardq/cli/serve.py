@@ -336,7 +336,7 @@ async def run_serve(args: argparse.Namespace) -> int:
         )
         if generated:
             print(
-                f"shardq: ${ENV_TOKEN} is not set; writes need this run's token: {token}",
+                f"shardq: ${ENV_TOKEN} is not set; the API needs this run's token: {token}",
                 file=sys.stderr,
             )
         if args.demo:

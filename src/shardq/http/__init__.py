@@ -2,9 +2,10 @@
 
     from shardq.http import create_app
 
-    app = create_app(jobs, token=os.environ["SHARDQ_API_TOKEN"])  # mount it anywhere
+    app = create_app(jobs, os.environ["SHARDQ_API_TOKEN"], allowed_hosts=["jobs.example.com"])
 
-The JobService is started and stopped by its owner (``shardq serve`` does both).
+Mount it anywhere. The JobService is started and stopped by its owner (``shardq serve`` does
+both). Every API request needs the token; only the allowed host names are served.
 """
 
 from .app import DEFAULT_MAX_BODY, create_app
