@@ -123,7 +123,7 @@ def _result(problems: Sequence[Any], **extra: Any) -> dict[str, Any]:
 
 
 def _interrupted(job: Job) -> int:
-    return sum(1 for s, _, e in job.history if s == "queued" and e and "interrupt" in e)
+    return sum(1 for s, _, e in job.history if s in ("queued", "failed") and e and "interrupt" in e)
 
 
 def check_lost(run: Run) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -197,8 +197,9 @@ class Engine:
             await asyncio.sleep(0.05)  # the supervision tick
         return t0, clock(), w0, time.time()
 
-    async def settle(self) -> float:
+    async def settle(self, faults: Faults) -> float:
         """Let the submitters end, bring every runner back, wait until no job is unfinished."""
+        await faults.drained()
         for p in self.submitters:
             await asyncio.to_thread(p.wait, 60)
         now = clock()
@@ -234,7 +235,7 @@ async def run_engine(opts: Options) -> dict[str, Any]:
         faults = Faults(opts.engine, engine.fleet, random.Random(opts.seed), engine.server)
         m0, m1, w0, w1 = await engine.faults(faults)
         try:
-            settled_s: float | None = await engine.settle()
+            settled_s: float | None = await engine.settle(faults)
         except TimeoutError as e:
             settled_s, settle_error = None, str(e)
         await engine.fleet.drain_all()
@@ -389,7 +390,7 @@ def options(args: argparse.Namespace, engine: str, seed: int) -> Options:
     """Settings of one run from the command line (``--quick`` changes the defaults)."""
     quick = args.quick
     duration = args.duration if args.duration is not None else (12.0 if quick else 60.0)
-    mean_gap = args.mean_gap if args.mean_gap is not None else (1.5 if quick else 3.0)
+    mean_gap = args.mean_gap if args.mean_gap is not None else (1.0 if quick else 3.0)
     return Options(
         engine=engine,
         duration=duration,

@@ -33,6 +33,9 @@ KINDS: dict[str, dict[str, int]] = {
     "sqlite": {"kill9": 4, "sigterm": 1},
 }
 
+#: Seconds a runner is up before it is sent SIGTERM.
+SIGTERM_MIN_AGE = 2.0
+
 
 def clock() -> float:
     """CLOCK_MONOTONIC seconds (the same clock in every process of the machine)."""
@@ -48,6 +51,7 @@ class Slot:
     restart_at: float | None = None
     starts: int = 0
     expected_exit: bool = False
+    started_at: float = 0.0
 
 
 @dataclass
@@ -91,6 +95,7 @@ class Fleet:
             )
         slot.restart_at = None
         slot.expected_exit = False
+        slot.started_at = clock()
 
     def pids(self) -> list[int]:
         """The pids of the runners alive now."""
@@ -142,10 +147,12 @@ class Fleet:
             proc.kill()
             status = await asyncio.to_thread(proc.wait)
             self.bad_exits.append({"pid": proc.pid, "status": "drain timed out"})
-        self.deaths[proc.pid] = clock()
+        self.deaths.setdefault(proc.pid, clock())
         if status != 0:
             self.bad_exits.append({"pid": proc.pid, "status": status, "log": self._tail(slot)})
-        slot.proc, slot.restart_at = None, clock() + restart_after
+        if slot.proc is proc:
+            slot.proc = None
+        slot.restart_at = clock() + restart_after
         return proc.pid
 
     async def drain_all(self) -> None:
@@ -171,6 +178,7 @@ class Faults:
     server: Any = None  # bench.pgserver.PrivatePostgres on PostgreSQL
     log: list[Fault] = field(default_factory=list)
     _pending: list[str] = field(default_factory=list)
+    _draining: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._pending = list(KINDS[self.engine])
@@ -183,8 +191,16 @@ class Faults:
         kinds = KINDS[self.engine]
         return self.rng.choices(list(kinds), weights=list(kinds.values()))[0]
 
-    def _victim(self) -> Slot | None:
-        alive = [s for s in self.fleet.slots if s.proc is not None and s.proc.poll() is None]
+    def _victim(self, min_age: float = 0.0) -> Slot | None:
+        now = clock()
+        alive = [
+            s
+            for s in self.fleet.slots
+            if s.proc is not None
+            and s.proc.poll() is None
+            and not s.expected_exit
+            and now - s.started_at >= min_age
+        ]
         return self.rng.choice(alive) if alive else None
 
     async def inject(self, kind: str) -> Fault | None:
@@ -199,6 +215,8 @@ class Faults:
         fault: Fault | None = await actions[kind]()
         if fault is not None:
             self.log.append(fault)
+        elif kind not in self._pending:
+            self._pending.append(kind)  # drawn again next, so every kind still comes
         return fault
 
     def _restart_delay(self) -> float:
@@ -215,12 +233,29 @@ class Faults:
         return Fault("kill9", at, pid) if pid else None
 
     async def _sigterm(self) -> Fault | None:
-        slot = self._victim()
+        # A process only just started may not handle SIGTERM yet (Python's default action
+        # ends it at once): drain a runner that has been up a while.
+        slot = self._victim(min_age=SIGTERM_MIN_AGE)
         if slot is None:
             return None
-        at = clock()
-        pid = await self.fleet.sigterm(slot, self._restart_delay())
-        return Fault("sigterm", at, pid, {"drained_s": round(clock() - at, 3)}) if pid else None
+        proc = slot.proc
+        assert proc is not None
+        fault = Fault("sigterm", clock(), proc.pid)
+
+        async def drain() -> None:
+            await self.fleet.sigterm(slot, self._restart_delay())
+            fault.detail["drained_s"] = round(clock() - fault.at, 3)
+
+        # The drain goes on while the next faults come.
+        task = asyncio.create_task(drain())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+        await asyncio.sleep(0)  # the signal is sent before this returns
+        return fault
+
+    async def drained(self) -> None:
+        """Wait for the drains under way."""
+        await asyncio.gather(*self._draining)
 
     async def _terminate(self) -> Fault | None:
         """``pg_terminate_backend`` of every session of one runner (pool, listener, locks)."""

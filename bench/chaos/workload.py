@@ -89,9 +89,12 @@ class Mix:
             return Submit([self._item(2, "failed", fail=99)], key=key, max_attempts=2)
         if r < 0.91:  # delayed
             return Submit([self._item(rng.randint(1, 10))], delay=rng.uniform(0.2, 1.5))
-        if r < 0.95:  # long: likely in flight when a runner dies
+        if r < 0.95:  # long: likely in flight when a runner dies, and holds its key
             key = self._key() if rng.random() < 0.5 else None
             return Submit([self._item(rng.randint(800, 2500))], key=key)
+        if r < 0.97:  # a burst on a hot key: a backlog for a runner taking the key over
+            burst = [self._item(rng.randint(0, 3)) for _ in range(rng.randint(10, 30))]
+            return Submit(burst, key=rng.choice(self.hot))
         dedupe = f"dd-{self.dedupe_tag}-{rng.randrange(self.dedupe_pool)}"
         return Submit([self._item(rng.randint(1, 10))], dedupe=dedupe)
 
