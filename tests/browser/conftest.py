@@ -64,11 +64,13 @@ def page(browser: Any) -> Iterator[Any]:
     pg.set_default_timeout(15_000)
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    # The dashboard's Content-Security-Policy must let all of it work: no violation at all.
-    pg.on(
-        "console",
-        lambda m: "Content Security Policy" in m.text and errors.append(m.text),
-    )
+
+    def on_console(message: Any) -> None:
+        # The dashboard's Content-Security-Policy must let all of it work: no violation.
+        if "Content Security Policy" in message.text:
+            errors.append(message.text)
+
+    pg.on("console", on_console)
     yield pg
     context.close()
     assert not errors, f"JavaScript errors or CSP violations on the page: {errors}"

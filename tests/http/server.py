@@ -25,11 +25,19 @@ class LiveServer:
     """``serve(jobs, ...)`` on its own event loop; ``call`` runs a coroutine on that loop."""
 
     def __init__(
-        self, make_jobs: Callable[[], JobService], token: str, demo_rate: float | None = None
+        self,
+        make_jobs: Callable[[], JobService],
+        token: str,
+        demo_rate: float | None = None,
+        *,
+        metrics_token: str | None = None,
+        extra_hosts: list[str] | None = None,
     ) -> None:
         self._make_jobs = make_jobs
         self.token = token
         self.demo_rate = demo_rate
+        self.metrics_token = metrics_token
+        self.extra_hosts = extra_hosts
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.jobs: JobService | None = None
@@ -52,6 +60,8 @@ class LiveServer:
                 demo_rate=self.demo_rate,
                 on_ready=self._ready.set,
                 stop=self._stop,
+                metrics_token=self.metrics_token,
+                extra_hosts=self.extra_hosts,
             )
 
         try:

@@ -157,7 +157,7 @@ async def test_configured_host_names(jobs: JobService) -> None:
         assert (await c.get("/api/jobs", headers=AUTH)).status_code == 200
     for bad in ([], "localhost", ["http://x"], ["a b"], ["host:80"]):
         with pytest.raises(ValueError):
-            create_app(jobs, TOKEN, allowed_hosts=bad)  # type: ignore[arg-type]
+            create_app(jobs, TOKEN, allowed_hosts=bad)
 
 
 # -- headers ---------------------------------------------------------------------------------
@@ -336,9 +336,47 @@ class _Records(logging.Handler):
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     db: Path = tmp_path_factory.mktemp("abandon") / "jobs.db"
-    server = LiveServer(lambda: JobService(f"sqlite:///{db}"), TOKEN).start()
+    server = LiveServer(
+        lambda: JobService(f"sqlite:///{db}"),
+        TOKEN,
+        metrics_token=METRICS_TOKEN,
+        extra_hosts=["jobs.example.com"],
+    ).start()
     yield server
     server.stop()
+
+
+def test_serve_answers_its_names_and_takes_the_metrics_token(live: LiveServer) -> None:
+    def get(path: str, host: str, token: str) -> httpx.Response:
+        headers = {"Host": host, "Authorization": f"Bearer {token}"}
+        return httpx.get(live.url + path, headers=headers, timeout=10)
+
+    for host in ("jobs.example.com", f"localhost:{live.port}", f"127.0.0.1:{live.port}"):
+        assert get("/api/jobs", host, TOKEN).status_code == 200, host
+    assert_error(get("/api/jobs", "rebound.example", TOKEN), 400, "BadHost")
+    assert get("/metrics", "jobs.example.com", METRICS_TOKEN).status_code == 200
+    assert_error(get("/api/jobs", "jobs.example.com", METRICS_TOKEN), 401, "Unauthorized")
+
+
+def test_the_names_serve_answers_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shardq.cli.serve import allowed_hosts
+
+    monkeypatch.delenv("SHARDQ_ALLOWED_HOSTS", raising=False)
+    assert allowed_hosts("127.0.0.1", []) == ["127.0.0.1", "localhost", "[::1]"]
+    assert allowed_hosts("0.0.0.0", []) == ["127.0.0.1", "localhost", "[::1]"]
+    assert allowed_hosts("::", ["Jobs.Example.com"])[-1] == "jobs.example.com"
+    assert allowed_hosts("10.1.2.3", []) == ["127.0.0.1", "localhost", "[::1]", "10.1.2.3"]
+    monkeypatch.setenv("SHARDQ_ALLOWED_HOSTS", "a.example, b.example,")
+    assert allowed_hosts("::1", ["c.example"]) == [
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        "c.example",
+        "a.example",
+        "b.example",
+    ]
+    with pytest.raises(ValueError, match="allowed-host"):
+        allowed_hosts("127.0.0.1", ["http://x.example/"])
 
 
 def test_the_event_stream_needs_the_token(live: LiveServer) -> None:
