@@ -116,3 +116,44 @@ def test_help_describes_every_command() -> None:
     for command in ("demo", "migrate", "status", "cancel", "dlq", "worker"):
         assert command in out.stdout
     assert shardq("dlq", "--help").returncode == 0
+
+
+def _commands() -> list[tuple[str, ...]]:
+    """Every command's words, subcommands of a group included (serve has its own tests)."""
+    import argparse
+
+    from shardq.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, words: tuple[str, ...]) -> list[tuple[str, ...]]:
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            return [words]
+        return [w for name, p in groups[0].choices.items() for w in walk(p, (*words, name))]
+
+    return [w for w in walk(build_parser(), ()) if w != ("serve",)]
+
+
+@pytest.mark.parametrize("words", _commands(), ids=" ".join)
+def test_every_command_says_what_it_does_with_an_example(
+    words: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shardq.cli import main
+
+    assert main([*words, "--help"]) == 0
+    out = capsys.readouterr().out
+    usage, description = out.split("\n\n")[:2]
+    assert usage.startswith(f"usage: shardq {' '.join(words)}")
+    assert not description.startswith(("positional arguments:", "options:"))
+    assert len(description.split()) >= 6, description
+    assert "example" in out
+    examples = out.split("example")[-1]
+    assert "shardq" in examples and " ".join(words) in examples
+    assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_the_top_help_states_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    from shardq.cli import main
+
+    assert main(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "0 done" in out and "1 the command failed" in out and "2 the command line" in out

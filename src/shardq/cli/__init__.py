@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import textwrap
 import traceback
 from collections.abc import Callable, Coroutine
 from typing import IO, Any, NoReturn
@@ -22,6 +23,36 @@ EXIT_CODES = (
     "exit status: 0 done; 1 the command failed (one line on stderr says why); 2 the command"
     " line is wrong; 130 interrupted. 'wait' exits 1 when the job failed or was cancelled."
 )
+
+
+class Formatter(argparse.HelpFormatter):
+    """Help text wrapped to the terminal, line by line: an example stays on its own line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(
+            textwrap.fill(
+                line,
+                width,
+                initial_indent=indent,
+                subsequent_indent=indent + ("    " if line.startswith(" ") else ""),
+            )
+            for line in text.splitlines()
+        )
+
+
+def command(
+    sub: Any, name: str, *, help: str, description: str, examples: list[str]
+) -> argparse.ArgumentParser:
+    """Add the subcommand ``name``: what it does, at length, and how it is typed."""
+    label = "example" if len(examples) == 1 else "examples"
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=f"{label}:\n" + "\n".join(f"  {e}" for e in examples),
+        formatter_class=Formatter,
+    )
+    return parser
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,9 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
             " default; a cluster of runners on PostgreSQL."
         ),
         epilog=(
-            f"The database comes from --database-url, else ${ENV_URL}, else {DEFAULT_URL}."
-            f' {EXIT_CODES} Example: shardq submit email.send \'{{"to": "a@b.c"}}\''
+            f"The database comes from --database-url, else ${ENV_URL}, else {DEFAULT_URL}.\n"
+            f"{EXIT_CODES}\n"
+            "examples:\n"
+            '  shardq submit email.send \'{"to": "a@b.c"}\'\n'
+            "  shardq --database-url postgresql://app@db/jobs worker --app myapp.jobs:jobs\n"
+            "  shardq COMMAND --help"
         ),
+        formatter_class=Formatter,
     )
     parser.add_argument(
         "--database-url",

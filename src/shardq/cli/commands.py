@@ -7,31 +7,86 @@ from typing import Any
 
 from ..drivers import connect
 from ..models import JobStatusResponse
-from . import database_url, emit, service
+from . import command, database_url, emit, service
 
 
 def register(sub: Any) -> None:
     """Add the operator subcommands to ``sub``."""
-    p = sub.add_parser("migrate", help="create or upgrade the database schema")
+    p = command(
+        sub,
+        "migrate",
+        help="create or upgrade the database schema",
+        description=(
+            "Create the database (a SQLite file and its directory, or the tables in an existing"
+            " PostgreSQL database) and apply the schema migrations it lacks. Every command that"
+            " writes does this too; commands that only read never do."
+        ),
+        examples=["shardq --database-url postgresql://app@db/jobs migrate"],
+    )
     p.set_defaults(run=migrate)
 
-    p = sub.add_parser("status", help="show a job's status and full history")
+    p = command(
+        sub,
+        "status",
+        help="show a job's status and full history",
+        description="Print one job: its status, attempts, type, priority, key and history.",
+        examples=["shardq status 7301245917186048", "shardq --json status 7301245917186048"],
+    )
     p.add_argument("job_id", metavar="ID", help="the job id printed by submit")
     p.set_defaults(run=status)
 
-    p = sub.add_parser("cancel", help="cancel a queued or running job")
-    p.add_argument("job_id", metavar="ID")
+    p = command(
+        sub,
+        "cancel",
+        help="cancel a queued or running job",
+        description=(
+            "Cancel a queued job, or tell the runner of a running one to stop it. A job that"
+            " has already finished or been cancelled is an error."
+        ),
+        examples=["shardq cancel 7301245917186048"],
+    )
+    p.add_argument("job_id", metavar="ID", help="the job id printed by submit")
     p.set_defaults(run=cancel)
 
-    dlq = sub.add_parser("dlq", help="inspect and replay dead letters (jobs that failed for good)")
+    dlq = command(
+        sub,
+        "dlq",
+        help="inspect and replay dead letters (jobs that failed for good)",
+        description=(
+            "The dead-letter table holds jobs that failed for good (attempts spent, no"
+            " handler, a terminal error); list them, show one, or submit them again."
+        ),
+        examples=["shardq dlq list --limit 20", "shardq dlq replay --all"],
+    )
     dsub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
-    p = dsub.add_parser("list", help="list dead letters, newest first")
-    p.add_argument("--limit", type=int, default=50, help="how many to show (default 50)")
+    p = command(
+        dsub,
+        "list",
+        help="list dead letters, newest first",
+        description="List dead letters as a table, newest first: id, job, type, reason, error.",
+        examples=["shardq dlq list --limit 20", "shardq --json dlq list"],
+    )
+    p.add_argument("--limit", type=int, default=50, help="how many to show (1..1000, default 50)")
     p.set_defaults(run=dlq_list)
-    p = dsub.add_parser("show", help="show one dead letter with its payload")
-    p.add_argument("dlq_id", metavar="ID")
+    p = command(
+        dsub,
+        "show",
+        help="show one dead letter with its payload",
+        description="Print one dead letter in full: its job, payload, reason and last error.",
+        examples=["shardq dlq show 7301245917187001"],
+    )
+    p.add_argument("dlq_id", metavar="ID", help="the dead-letter id (see 'dlq list')")
     p.set_defaults(run=dlq_show)
-    p = dsub.add_parser("replay", help="submit a dead letter's job again")
+    p = command(
+        dsub,
+        "replay",
+        help="submit a dead letter's job again",
+        description=(
+            "Submit the job of a dead letter again as a new job (printing its id), or of every"
+            " dead letter not yet replayed with --all. A dead letter is replayed at most once."
+        ),
+        examples=["shardq dlq replay 7301245917187001", "shardq dlq replay --all"],
+    )
     p.add_argument("dlq_id", metavar="ID", nargs="?", help="the dead-letter id (see 'dlq list')")
     p.add_argument("--all", action="store_true", help="replay every dead letter not yet replayed")
     p.set_defaults(run=dlq_replay)

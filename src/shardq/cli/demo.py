@@ -21,12 +21,13 @@ from ..errors import JobError
 from ..jobs import JobService
 from ..models import JobPayload
 from ..retry import RetryPolicy
-from . import database_url, emit
+from . import command, database_url, emit
 
 
 def register(sub: Any) -> None:
     """Add the demo subcommand to ``sub``."""
-    p = sub.add_parser(
+    p = command(
+        sub,
         "demo",
         help="run a realistic mixed workload on the embedded engine and print a summary",
         description=(
@@ -34,6 +35,7 @@ def register(sub: Any) -> None:
             " failures that are retried, jobs that end in the dead-letter table), runs it with"
             " a progress bar and prints throughput, submit-to-start latency and checks."
         ),
+        examples=["shardq demo", "shardq --json demo --jobs 5000 --seed 1"],
     )
     p.add_argument("--jobs", type=int, default=20_000, help="how many jobs (default 20000)")
     p.add_argument("--accounts", type=int, default=200, help="keys for ordered payments")

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..jobs import JobService
 from ..models import PRIORITIES, STATUSES
-from . import database_url, emit, service
+from . import command, database_url, emit, service
 from .failures import Refused, Usage
 
 ENV_TOKEN = "SHARDQ_API_TOKEN"
@@ -28,23 +28,26 @@ _LAST_SECOND = 253_402_300_799
 
 def register(sub: Any) -> None:
     """Add the operator subcommands to ``sub``."""
-    p = sub.add_parser(
+    p = command(
+        sub,
         "submit",
         help="submit a job (a JSON array payload submits a batch)",
         description=(
             "Store a job of TYPE with the JSON payload and print its id. A JSON array submits"
             " one job per element, in one transaction, and prints their ids (an empty array"
             " is refused). The payload must be strict JSON: no duplicate keys, no NaN or"
-            " Infinity; a payload that is refused stores nothing."
+            " Infinity, no lone surrogates; a payload that is refused stores nothing."
         ),
-        epilog=(
-            """examples: shardq submit email.send '{"to": "a@b.c"}' --priority high\n"""
-            """          shardq submit email.send --payload-file batch.json"""
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=[
+            """shardq submit email.send '{"to": "a@b.c"}' --priority high""",
+            """shardq submit payment.capture '{"cents": 500}' --key account-42""",
+            "shardq submit email.send --payload-file batch.json",
+        ],
     )
     p.add_argument("type", metavar="TYPE", help="the job type, e.g. email.send")
-    p.add_argument("payload", metavar="JSON", nargs="?", help="the payload as JSON")
+    p.add_argument(
+        "payload", metavar="JSON", nargs="?", help="the payload as JSON (or give --payload-file)"
+    )
     p.add_argument(
         "--payload-file",
         metavar="PATH",
@@ -58,10 +61,18 @@ def register(sub: Any) -> None:
     p.add_argument("--timeout", type=seconds, default=None, help="seconds each attempt may take")
     p.set_defaults(run=submit)
 
-    p = sub.add_parser(
+    p = command(
+        sub,
         "jobs",
         help="list jobs as a table, newest first, with filters",
-        description="List jobs, newest first. Every filter narrows the list.",
+        description=(
+            "List jobs as a table, newest first. Every filter narrows the list; a full page"
+            " ends with the --before ID that shows the next one."
+        ),
+        examples=[
+            "shardq jobs --status failed --since 2026-01-31T00:00:00Z",
+            "shardq --json jobs --type email.send --limit 1000",
+        ],
     )
     p.add_argument("--status", choices=STATUSES, help="only jobs in this status")
     p.add_argument("--type", help="only jobs of this type")
@@ -77,16 +88,22 @@ def register(sub: Any) -> None:
     p.add_argument("--before", metavar="ID", help="page: only jobs older than this id")
     p.set_defaults(run=list_jobs)
 
-    p = sub.add_parser(
+    p = command(
+        sub,
         "wait",
         help="wait until a job is complete, failed or cancelled",
-        description="Wait for the job to finish and print it; exit 0 if complete, 1 if not.",
+        description=(
+            "Wait for the job to finish and print it with its result or error; exit status 0"
+            " if it completed, 1 if it failed or was cancelled, or --timeout passed first."
+        ),
+        examples=["shardq wait 7301245917186048 --timeout 30"],
     )
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--timeout", type=seconds, default=None, help="give up after this many seconds")
     p.set_defaults(run=wait)
 
-    p = sub.add_parser(
+    p = command(
+        sub,
         "stats",
         help="counts by status and priority (and live rates from a server)",
         description=(
@@ -94,17 +111,20 @@ def register(sub: Any) -> None:
             " the database. With --server, the live numbers of a running 'shardq serve'"
             " (throughput and latency percentiles from its runner's counters)."
         ),
+        examples=["shardq stats", "shardq stats --server http://127.0.0.1:8000 --token $TOKEN"],
     )
     _server_options(p)
     p.set_defaults(run=stats)
 
-    p = sub.add_parser(
+    p = command(
+        sub,
         "runners",
         help="runners and the shards they own",
         description=(
             "The deployment mode and shard count of the database; with --server, the runners"
             " and shard ownership a running 'shardq serve' reports."
         ),
+        examples=["shardq runners --server http://127.0.0.1:8000 --token $TOKEN"],
     )
     _server_options(p)
     p.set_defaults(run=runners)

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..jobs import JobService
 from ..retry import RetryPolicy
+from . import command
 from .failures import Refused, describe, pg_address, redacted, transient
 
 # Waiting for a database: from 0.1 s, doubling, at most 2 s between attempts (a server that
@@ -26,7 +27,8 @@ DEFAULT_PATIENCE = 60.0
 
 def register(sub: Any) -> None:
     """Add the worker subcommand to ``sub``."""
-    p = sub.add_parser(
+    p = command(
+        sub,
         "worker",
         help="run jobs with the handlers of an application",
         description=(
@@ -39,10 +41,10 @@ def register(sub: Any) -> None:
             " seconds, then exits with status 1. What waiting cannot cure (a missing database"
             " or role, a wrong password, a bad URL) fails at once with one line, status 1."
         ),
-        epilog=(
-            "example: shardq --database-url postgresql://app@db/jobs worker"
-            " --app myapp.jobs:jobs --concurrency 32 --connect-timeout inf"
-        ),
+        examples=[
+            "shardq --database-url postgresql://app@db/jobs worker --app myapp.jobs:jobs",
+            "shardq worker --app myapp.jobs:jobs --concurrency 32 --connect-timeout inf",
+        ],
     )
     p.add_argument("--app", required=True, metavar="MODULE:ATTRIBUTE", help="e.g. myapp.jobs:jobs")
     p.add_argument("--concurrency", type=int, default=None, help="handlers run at once")
