@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..errors import JobError
 
 _MAX_DETAIL = 500
-_FIX_URL = "fix --database-url (or $SHARDQ_DATABASE_URL)"
+_URL_OPTION = "--database-url (or $SHARDQ_DATABASE_URL)"
 
 
 class Refused(ValueError):
@@ -119,11 +119,11 @@ def _sqlite(exc: sqlite3.Error, url: str) -> str:
 
     path = path_from_url(url)
     if os.path.isdir(path):
-        return f"{path} is a directory: give a database file path in {_FIX_URL}"
+        return f"{path} is a directory, not a database file: fix {_URL_OPTION}"
     if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
         return (
             f"{path} is not a SQLite database (file is not a database):"
-            f" give a shardq database file or a new path in {_FIX_URL}"
+            f" name a shardq database or a new file in {_URL_OPTION}"
         )
     return f"cannot use the SQLite database at {path}: {one_line(str(exc))}"
 
@@ -133,11 +133,11 @@ def _postgres(exc: BaseException, url: str) -> str | None:
 
     where = f"PostgreSQL at {pg_address(url)}"
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return f"{one_line(str(exc))} on {where}: create it (createdb) or {_FIX_URL}"
+        return f"{one_line(str(exc))} on {where}: create it (createdb) or fix {_URL_OPTION}"
     if isinstance(exc, asyncpg.InvalidPasswordError):
         return f"{one_line(str(exc))} on {where}: check the password in the URL"
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
-        return f"{one_line(str(exc))} on {where}: create the role or {_FIX_URL}"
+        return f"{one_line(str(exc))} on {where}: create the role or fix {_URL_OPTION}"
     if isinstance(exc, OverflowError):
         return f"bad port in {redacted(url)}: {one_line(str(exc))}"
     reason = transient(exc, url)
