@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ._internal.validation import show
 from .retry import RetryPolicy
 from .sharding import DEFAULT_SHARDS
 
@@ -52,6 +53,22 @@ class Config:
     machine_id: int = field(default_factory=lambda: secrets.randbelow(1024))
 
     def __post_init__(self) -> None:
+        _require(isinstance(self.database_url, str), "database_url must be a string")
+        for name in _INTEGERS:
+            value = getattr(self, name)
+            _require(
+                isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53,
+                f"{name} must be an integer, got {show(value)}",
+            )
+        for name in _SECONDS:
+            value = getattr(self, name)
+            _require(
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and -_MAX_SECONDS <= value <= _MAX_SECONDS,  # NaN fails it too
+                f"{name} must be a finite number of seconds, got {show(value)}",
+            )
+        _require(isinstance(self.retry, RetryPolicy), "retry must be a RetryPolicy")
         _require(bool(self.database_url), "database_url must not be empty")
         _require(self.concurrency >= 1, "concurrency must be at least 1")
         _require(self.shards >= 1, "shards must be at least 1")
@@ -64,7 +81,9 @@ class Config:
         )
         _require(self.drain_timeout >= 0, "drain_timeout must not be negative")
         _require(self.ready_window >= 16, "ready_window must be at least 16")
-        _require(self.default_max_attempts >= 1, "default_max_attempts must be at least 1")
+        _require(
+            1 <= self.default_max_attempts <= 1000, "default_max_attempts must be within 1..1000"
+        )
         _require(0 <= self.machine_id < 1024, "machine_id must be within 0..1023")
         _require(self.pool_size >= 2, "pool_size must be at least 2")
         _require(0.05 <= self.heartbeat <= 60, "heartbeat must be 0.05..60 seconds")
@@ -78,6 +97,18 @@ class Config:
     def from_env(cls, url: str | None = None, **changes: Any) -> Config:
         """A config whose URL is ``url``, else ``$SHARDQ_DATABASE_URL``, else the SQLite default."""
         return cls(database_url=url or os.environ.get(ENV_URL) or DEFAULT_URL, **changes)
+
+
+_INTEGERS = (
+    "concurrency", "shards", "mailbox_capacity", "max_payload_bytes", "prune_batch",
+    "ready_window", "default_max_attempts", "pool_size", "machine_id",
+)  # fmt: skip
+_SECONDS = (
+    "max_idle", "retention", "dlq_retention", "prune_interval", "drain_timeout", "heartbeat",
+    "handover_timeout",
+)  # fmt: skip
+#: Bound of every setting in seconds (about 31,700 years), far inside 64-bit milliseconds.
+_MAX_SECONDS = 1e12
 
 
 def _require(ok: bool, message: str) -> None:
