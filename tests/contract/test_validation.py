@@ -301,3 +301,32 @@ async def test_bad_input_never_fails_concurrent_valid_submits(
         assert all(isinstance(o, str) for o in good_out), good_out
         assert all(isinstance(o, JobError) and o.reason == "Validation" for o in bad_out)
         assert await _count(jobs) == 40
+
+
+async def test_edge_values_read_back_from_dead_letters_and_replays(
+    make_service: ServiceFactory,
+) -> None:
+    payload = {
+        "big": -(10**400),
+        "nul": "\x00",
+        "astral": "\U0010ffff",
+        "deep": _nested(DEEP_OK - 1),
+    }
+    jobs = make_service()
+    attempts: list[Any] = []
+
+    @jobs.handler("refuse")
+    async def refuse(p: Any) -> Any:
+        attempts.append(p)
+        if len(attempts) == 1:
+            raise JobError.from_validation(None, "not yet")
+        return p
+
+    async with jobs:
+        first = await jobs.wait(await jobs.submit("refuse", payload), timeout=10)
+        assert first.status == "failed"
+        (dead,) = await jobs.dead_letters()
+        assert dead.payload == payload and (await jobs.dead_letter(dead.id)).payload == payload
+        again = await jobs.wait(await jobs.replay(dead.id), timeout=10)
+    assert again.status == "complete" and again.result == payload
+    assert attempts == [payload, payload]
