@@ -327,7 +327,11 @@ class SQLiteDriver:
     def _on_message(self, kind: str, ids: list[int], path: str) -> None:
         if kind == "watch":
             self._watchers.add(path)
-        elif self._handler is not None:
+            return
+        if kind == "finished":
+            # Another process cancelled a queued job: the runner tells every watcher.
+            self._tell_watchers(ids)
+        if self._handler is not None:
             self._handler(kind, ids)  # type: ignore[arg-type]
 
     def unreachable(self, error: BaseException) -> bool:
@@ -454,32 +458,27 @@ class SQLiteDriver:
     async def recover(
         self, shards: Collection[int] | None, now: int, keep_owner: str | None = None
     ) -> int:
-        if shards is not None and not shards:
-            return 0
-        scope = "state = 'processing'"
-        args: list[Any] = []
-        if keep_owner is not None:
-            scope += " AND owner IS NOT ?"
-            args.append(keep_owner)
-        if shards is not None:
-            scope += f" AND shard IN ({','.join('?' * len(shards))})"
-            args += sorted(shards)
+        kept = () if keep_owner is None else (keep_owner,)
+        shard_scope, args = _in_shards(shards, kept)
+        scope = "state = 'processing'" + " AND owner IS NOT ?" * len(kept) + shard_scope
 
-        def run(c: sqlite3.Connection) -> int:
+        def run(c: sqlite3.Connection) -> tuple[list[int], int]:
             cancelled = c.execute(
                 "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,"
-                f" owner = NULL, {_APPEND} WHERE cancel_requested = 1 AND {scope}",
+                f" owner = NULL, {_APPEND} WHERE cancel_requested = 1 AND {scope} RETURNING id",
                 (now, now, "cancelled", now, "cancelled while its runner was down", *args),
-            ).rowcount
+            ).fetchall()
             requeued = c.execute(
                 "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?, owner = NULL,"
                 f" {_APPEND} WHERE {scope}",
                 (now, now, "queued", now, "interrupted: the runner stopped during the attempt",
                  *args),
             ).rowcount  # fmt: skip
-            return int(cancelled + requeued)
+            return [r[0] for r in cancelled], int(requeued)
 
-        return await self._tx(run)
+        cancelled, requeued = await self._tx(run)
+        self._tell_watchers(cancelled)
+        return len(cancelled) + requeued
 
     async def undo_starts(self, ids: Collection[int], owner: str, now: int) -> list[JobRef]:
         ids = list(ids)
@@ -554,8 +553,10 @@ class SQLiteDriver:
         result = await self._tx(run)
         if result in ("cancelled", "requested"):
             self._announce("cancel", [job_id])
-        if result == "cancelled":
+        if result == "cancelled" and self.runner:
             self._tell_watchers([job_id])
+        elif result == "cancelled":
+            self._announce("finished", [job_id])
         return result
 
     async def dead_letters(
