@@ -1,4 +1,5 @@
-"""The PostgreSQL driver on its own: notifications, atomic dedupe, fencing, shard filters."""
+"""What is PostgreSQL's own: notification sizes, migrations under an advisory lock, upgrades, analysis, the shard table's fence,
+listener and lock session loss, settings. What every engine does is in tests/drivers."""
 
 from __future__ import annotations
 
@@ -108,23 +109,6 @@ async def test_the_job_tables_are_analysed_as_inserts_grow_them(driver: Postgres
     assert "Index" in plan[0][0]
 
 
-async def test_dedupe_is_atomic_across_processes(pg_url: str) -> None:
-    services = [JobService(pg_url, runner=False) for _ in range(4)]
-    for s in services:
-        await s.start()
-    try:
-        ids = await asyncio.gather(
-            *(s.submit("t", {"n": n}, dedupe_key="once") for n in range(10) for s in services)
-        )
-        assert len(set(ids)) == 1
-        db = await asyncpg.connect(pg_url)
-        assert await db.fetchval("SELECT count(*) FROM jobs WHERE dedupe_key = 'once'") == 1
-        await db.close()
-    finally:
-        for s in services:
-            await s.stop()
-
-
 async def test_a_start_is_refused_on_a_shard_another_runner_owns(driver: PostgresDriver) -> None:
     """Owner and attempt fence outcomes on every engine (tests/drivers/test_advance.py); on
     PostgreSQL a start is also fenced by the shard table."""
@@ -137,44 +121,6 @@ async def test_a_start_is_refused_on_a_shard_another_runner_owns(driver: Postgre
     step = await driver.advance([Outcome(2, 1, "complete", 3000)], [3], "A", 3000)
     assert (step.written, step.started) == ([2], [])
     assert sorted(s.id for s in (await driver.advance([], [1, 3], "B", 3000)).started) == [1, 3]
-
-
-async def test_finished_jobs_are_announced_to_other_processes_retries_are_not(
-    driver: PostgresDriver, pg_url: str
-) -> None:
-    """A waiter in another process is woken by the announcement, not by its re-read."""
-    other = PostgresDriver(pg_url, runner=False)
-    heard: list[int] = []
-    got = asyncio.Event()
-
-    def on_event(kind: str, ids: list[int]) -> None:
-        if kind == "finished":
-            heard.extend(ids)
-            got.set()
-
-    other.listen(on_event)
-    await other.open()
-    try:
-        n = 700  # more ids than one notification carries
-        await driver.insert_jobs([new_job(i) for i in range(1, n + 1)])
-        await driver.advance([], list(range(1, n + 1)), "A", 2000)
-        done = [Outcome(i, 1, "complete", 3000) for i in range(1, n - 2)]
-        await driver.advance(done, [], "A", 3000)
-        mixed = [
-            Outcome(n - 2, 1, "retry", 3000, error="E: again", run_at=9000),
-            Outcome(n - 1, 1, "failed", 3000, error="E: no", reason="MaxRetries", dlq_id=5),
-            Outcome(n, 1, "cancelled", 3000, error="cancelled"),
-        ]
-        await driver.advance(mixed, [], "A", 3000)
-        expected = set(range(1, n + 1)) - {n - 2}
-
-        async with asyncio.timeout(5):
-            while not expected <= set(heard):
-                got.clear()
-                await got.wait()
-        assert n - 2 not in heard
-    finally:
-        await other.close()
 
 
 async def test_a_large_batch_from_another_process_is_run(pg_url: str) -> None:

@@ -15,12 +15,13 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import asyncpg
 import pytest
 
 from shardq.drivers import Driver, connect
-from shardq.drivers.base import JobRef, Outcome, StartedJob
+from shardq.drivers.base import Outcome, StartedJob
 from tests.conftest import create_pg_database, drop_pg_database, require_postgres
 
 
@@ -96,9 +97,14 @@ async def other(driver: Driver, engine_url: str) -> AsyncIterator[Driver]:
         await d.close()
 
 
-def ids(refs: Iterable[JobRef | StartedJob]) -> list[int]:
-    """The ids of ``refs``, in their order."""
-    return [r.id for r in refs]
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+def ids(rows: Iterable[_HasId]) -> list[int]:
+    """The ids of ``rows`` (refs, started jobs, records, dead letters), in their order."""
+    return [r.id for r in rows]
 
 
 async def start(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from shardq.drivers import Driver
+from shardq.drivers import Driver, connect
 from tests.rows import new_job
 
 from .conftest import complete, ids, states
@@ -61,3 +63,27 @@ async def test_a_batch_that_fails_stores_nothing(driver: Driver, dedupe: str | N
     assert await states(driver, [1, 2, 3]) == {1: "queued", 2: "missing", 3: "missing"}
     assert await driver.load_keys(None, 10) == []
     assert await driver.insert_jobs([new_job(4, dedupe="x")]) == [(4, False)]
+
+
+async def test_a_dedupe_key_has_one_holder_across_concurrent_inserters(
+    driver: Driver, engine_url: str
+) -> None:
+    drivers = [driver]
+    try:
+        for _ in range(3):
+            drivers.append(connect(engine_url, runner=False))
+            await drivers[-1].open()
+        results = await asyncio.gather(
+            *(
+                d.insert_jobs([new_job(100 * n + k, dedupe="once")])
+                for n in range(1, 11)
+                for k, d in enumerate(drivers)
+            )
+        )
+    finally:
+        for d in drivers[1:]:
+            await d.close()
+    holders = {holder for [(holder, _)] in results}
+    assert len(holders) == 1
+    assert [duplicate for [(_, duplicate)] in results].count(False) == 1
+    assert await driver.count_by_state() == {"queued": 1}
