@@ -97,6 +97,12 @@ async def other(driver: Driver, engine_url: str) -> AsyncIterator[Driver]:
         await d.close()
 
 
+def known_defect(request: pytest.FixtureRequest, engine: str, reason: str) -> None:
+    """Expect this test to fail on ``engine`` (strictly: once fixed, the mark must go)."""
+    if request.node.callspec.params["engine_url"] == engine:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
 class _HasId(Protocol):
     @property
     def id(self) -> int: ...
