@@ -1,0 +1,229 @@
+"""A runner: owns shards, holds their entities' mailboxes, runs handlers, writes outcomes.
+
+Work reaches a runner as it is committed: in-process submits hand their rows over directly,
+other processes' commits arrive as notifications. Nothing polls the database for work. The
+parts: ``backlog`` (what is queued in memory: ``windows`` and ``mailboxes``), ``dispatch``
+(the steps that write outcomes and start jobs), ``outcomes`` (settling what a step wrote),
+``maintenance`` (pruning) and ``instruments`` (metrics); what one attempt does between its
+start and its outcome (the handler call) is ``_internal.attempts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from .._internal.attempts import Attempt, AttemptRunner, Handler
+from ..clock import SYSTEM_CLOCK, Clock
+from ..config import Config
+from ..drivers.base import Driver, EventKind, JobRef, Ownership
+from ..ids import Snowflake
+from ..observe import Metrics
+from .backlog import Backlog
+from .dispatch import Dispatcher
+from .instruments import Instruments
+from .maintenance import Maintenance
+from .outcomes import Outcomes, TransitionCallback
+
+log = logging.getLogger("shardq.runner")
+
+
+class Runner:
+    """Runs the jobs of the shards it owns, at most ``config.concurrency`` at a time."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        config: Config,
+        handlers: dict[str, Handler],
+        metrics: Metrics,
+        ids: Snowflake,
+        ownership: Ownership,
+        context_vars: Collection[contextvars.ContextVar[Any]] = (),
+        on_transition: TransitionCallback | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._driver = driver
+        self._config = config
+        self._ownership = ownership
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._instruments = Instruments(metrics)
+        self._running: dict[int, Attempt] = {}
+        cancel_pending: set[int] = set()
+        self._backlog = Backlog(
+            config, driver, ownership, clock, self._instruments, self._wake, self._on_added
+        )
+        self._outcomes = Outcomes(
+            self._backlog,
+            self._instruments,
+            self._running,
+            cancel_pending,
+            self._wake.set,
+            on_transition,
+        )
+        attempts = AttemptRunner(
+            handlers,
+            config.retry,
+            metrics,
+            ids,
+            context_vars,
+            threads=min(32, config.concurrency),
+            finished=self._outcomes.finished,
+        )
+        self._attempts = attempts
+        self._dispatch = Dispatcher(
+            config.concurrency,
+            driver,
+            ownership,
+            clock,
+            ids,
+            self._backlog,
+            self._outcomes,
+            attempts,
+            self._instruments,
+            self._running,
+            cancel_pending,
+            self._wake,
+        )
+        self._maintenance = Maintenance(config, driver, clock, self._backlog.mailboxes)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover interrupted jobs, load the backlog and begin dispatching."""
+        recovered = await self._driver.recover(self._ownership.owned(), self._clock.now_ms())
+        if recovered:
+            log.info("recovered %d interrupted job(s)", recovered)
+        await self._instruments.recount(self._driver)
+        await self._ownership.start(self.on_shards_changed)
+        self._tasks = [
+            asyncio.create_task(self._dispatch.loop(), name="shardq-dispatch"),
+            asyncio.create_task(self._maintenance.run(), name="shardq-maintenance"),
+        ]
+        self._wake.set()
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Stop taking work, let running handlers finish (up to ``drain_timeout``), interrupt
+        the rest (they are queued again), write every outcome and release the shards."""
+        timeout = self._config.drain_timeout if drain_timeout is None else drain_timeout
+        self._dispatch.stopping = self._outcomes.stopping = True
+        self._wake.set()
+        loop_task, maintenance = self._tasks or (None, None)
+        if maintenance is not None:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+        await self._backlog.stop()
+        if self._dispatch.express is not None:
+            # Whatever it starts is drained below with the rest.
+            await asyncio.gather(self._dispatch.express, return_exceptions=True)
+        await self._drain(timeout)
+        if loop_task is not None:
+            # The dispatch loop writes the last outcomes, then ends. Writes are retried while
+            # storage is unreachable; past the drain time give up: their jobs stay
+            # "processing" and run again after recovery (at-least-once).
+            self._wake.set()
+            _, late = await asyncio.wait([loop_task], timeout=max(5.0, timeout))
+            if late:
+                unwritten = len(self._outcomes.pending) or 1
+                log.error("stopping with %d outcome(s) unwritten", unwritten)
+                loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop_task
+        self._dispatch.cancel_timer()
+        await self._ownership.stop()
+        self._attempts.shutdown()
+
+    async def _drain(self, timeout: float) -> None:
+        """Let running handlers finish for up to ``timeout``; interrupt the rest."""
+        tasks = [a.task for a in self._running.values() if a.task is not None]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for attempt in list(self._running.values()):
+            if attempt.task in pending:
+                self._shut_down(attempt)
+        if pending:
+            await asyncio.wait(pending)
+
+    @staticmethod
+    def _shut_down(attempt: Attempt) -> None:
+        """Interrupt ``attempt`` because this runner stops serving its job (it is queued
+        again, not cancelled)."""
+        if attempt.task is not None:
+            attempt.shutdown = True
+            attempt.ctx.cancel()
+            attempt.task.cancel()
+
+    @property
+    def problem(self) -> str | None:
+        """Why this runner is not making progress (its steps keep failing), or None."""
+        return self._dispatch.problem
+
+    @property
+    def running_count(self) -> int:
+        """Handlers running now."""
+        return len(self._running)
+
+    # -- work arriving -------------------------------------------------------------------
+
+    def offer(self, refs: Iterable[JobRef], *, new: bool = True) -> None:
+        """Take freshly committed jobs (``new``) or reloaded ones into memory."""
+        self._backlog.offer(refs, new=new)
+
+    def _on_added(self) -> None:
+        self._wake.set()
+        self._dispatch.maybe_express()
+
+    def on_event(self, kind: EventKind, ids: list[int]) -> None:
+        """A notification from another process."""
+        if kind == "submitted":
+            self._backlog.announced(ids)
+        elif kind == "cancel":
+            for i in ids:
+                self.interrupt(i)
+        elif kind == "rescan":
+            self._backlog.mark_ahead()
+            self._backlog.recount_soon()
+        self._wake.set()
+
+    def interrupt(self, job_id: int) -> bool:
+        """Cancel the running attempt of ``job_id``; True if it runs here."""
+        return self._dispatch.interrupt(job_id)
+
+    def cancelled_queued(self, job_id: int, priority: int) -> None:
+        """A queued job was cancelled: it leaves the queue-depth gauge now."""
+        self._instruments.cancelled_queued(job_id, priority, job_id in self._backlog.known)
+
+    async def on_shards_changed(self, acquired: set[int], lost: set[int]) -> None:
+        """Ownership moved: forget and interrupt what was lost, catch up on what was gained.
+
+        Nothing of an acquired shard runs before its interrupted jobs are queued again: a
+        key's job that arrives meanwhile must not overtake the key's older job that the
+        previous owner was running.
+        """
+        if lost:
+            for attempt in list(self._running.values()):
+                if attempt.job.shard in lost:
+                    self._shut_down(attempt)
+            self._backlog.forget_shards(lost)
+        if acquired:
+            mailboxes = self._backlog.mailboxes
+            mailboxes.recovery_started(acquired)
+            try:
+                recovered = await self._driver.recover(
+                    acquired, self._clock.now_ms(), self._ownership.token
+                )
+            finally:
+                mailboxes.recovery_ended(acquired)
+            if recovered:
+                log.info("recovered %d job(s) on %d acquired shard(s)", recovered, len(acquired))
+            self._backlog.mark_ahead()
+            await self._instruments.recount(self._driver)
+        self._wake.set()
