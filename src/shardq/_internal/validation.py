@@ -123,7 +123,7 @@ def encode_json(what: str, value: Any) -> str:
     if text.count("[") + text.count("{") > 1:
         _check_shape(what, value)
     elif isinstance(value, dict):
-        _check_keys(what, value, what)
+        _check_keys(what, value)
     # Lone surrogates and astral characters alike are written as \udXXX escapes.
     if "\\ud" in text and _SURROGATE.search(_JSON_RAW.encode(value)):
         raise JobError.from_validation(
@@ -137,33 +137,37 @@ def encode_json(what: str, value: Any) -> str:
 def _check_shape(what: str, value: Any) -> None:
     """Walk the containers of ``value`` level by level: depth and object keys."""
     level = [value] if isinstance(value, _CONTAINERS) else []
-    depth = 0
-    while level:
-        depth += 1
-        if depth > MAX_DEPTH:
-            raise _too_deep(what)
+    for _ in range(MAX_DEPTH):
         below: list[Any] = []
+        keep = below.append
         for container in level:
             items: Collection[Any] = container
             if isinstance(container, dict):
-                _check_keys(what, container, what)
+                _check_keys(what, container)
                 items = container.values()
-            if any(issubclass(t, _CONTAINERS) for t in set(map(type, items))):
-                below += [v for v in items if isinstance(v, _CONTAINERS)]
+            for item in items:
+                if isinstance(item, _CONTAINERS):
+                    keep(item)
+        if not below:
+            return
         level = below
+    raise _too_deep(what)
 
 
-def _check_keys(what: str, obj: dict[Any, Any], where: str) -> None:
+def _check_keys(what: str, obj: dict[Any, Any]) -> None:
     """Keys that are not strings become JSON names; two keys must not become the same one."""
-    if set(map(type, obj)) <= {str}:
+    try:
+        "".join(obj)  # in C, and it fails on the first key that is not a string
         return
+    except TypeError:
+        pass
     names: dict[str, Any] = {}
     for key in obj:
         name = key if isinstance(key, str) else _JSON.encode(key).strip('"')
         if name in names:
             raise JobError.from_validation(
                 None,
-                f"{where} has two keys that become the same JSON name {show(name)}: "
+                f"{what} has two keys that become the same JSON name {show(name)}: "
                 f"{show(names[name])} and {show(key)}",
             )
         names[name] = key
