@@ -192,45 +192,54 @@ def _key_chains(jobs: Iterable[Job]) -> dict[str, list[Job]]:
     return chains
 
 
+def _pair_problem(
+    earlier: Job, before: list[Execution], later: Job, runs: list[Execution], answered: set[str]
+) -> dict[str, Any] | None:
+    first = min(runs, key=lambda e: e.start)
+    p_first = min(before, key=lambda e: e.start)
+    p_last = max(before, key=lambda e: e.end)
+    if first.start < p_first.start:
+        kind = "out of order"
+    elif first.start < p_last.end:
+        kind = "overlap"
+    else:
+        return None
+    return {
+        "key": earlier.key,
+        "problem": kind,
+        "earlier": earlier.id,
+        "later": later.id,
+        "later_start_minus_earlier_first_start_s": round(first.start - p_first.start, 4),
+        "later_start_minus_earlier_end_s": round(first.start - p_last.end, 4)
+        if p_last.end != math.inf
+        else None,
+        "pids": [p_first.pid, p_last.pid, first.pid],
+        # A submit that failed may have been committed all the same.
+        "earlier_submit": "answered" if earlier.id in answered else "failed, stored anyway",
+    }
+
+
 def check_key_order(run: Run, by_job: dict[str, list[Execution]]) -> dict[str, Any]:
     """For each key, in submit order: no job starts before the previous one started
     (``out of order``) or before every execution of the previous one ended (``overlap``)."""
+    answered = {i for s in run.submits for i in s.get("ids", ())}
     problems: list[dict[str, Any]] = []
-    for key, chain in _key_chains(run.jobs).items():
-        prev: list[Execution] = []
-        prev_id = ""
+    chains = _key_chains(run.jobs)
+    for chain in chains.values():
+        prev: tuple[Job, list[Execution]] | None = None
         for j in chain:
             runs = by_job.get(j.id)
             if not runs:
                 continue
-            first = min(runs, key=lambda e: e.start)
-            if prev:
-                p_first = min(e.start for e in prev)
-                p_last = max(prev, key=lambda e: e.end)
-                if first.start < p_first:
-                    kind = "out of order"
-                elif first.start < p_last.end:
-                    kind = "overlap"
-                else:
-                    kind = ""
-                if kind:
-                    problems.append(
-                        {
-                            "key": key,
-                            "problem": kind,
-                            "earlier": prev_id,
-                            "later": j.id,
-                            "later_start_minus_earlier_end_s": round(first.start - p_last.end, 4)
-                            if p_last.end != math.inf
-                            else None,
-                            "pids": [p_last.pid, first.pid],
-                        }
-                    )
-            prev, prev_id = runs, j.id
+            if prev is not None:
+                problem = _pair_problem(prev[0], prev[1], j, runs, answered)
+                if problem is not None:
+                    problems.append(problem)
+            prev = (j, runs)
     out = _result(problems)
     out["out_of_order"] = sum(1 for p in problems if p["problem"] == "out of order")
     out["overlap"] = sum(1 for p in problems if p["problem"] == "overlap")
-    out["keys"] = len(_key_chains(run.jobs))
+    out["keys"] = len(chains)
     return out
 
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+import shardq
 from shardq import JobService
 
 from .check import Fault, Job, Run, check_run, dumps, median_summary, read_executions
@@ -190,10 +192,11 @@ class Engine:
         while clock() < deadline:
             self.fleet.supervise()
             if clock() >= next_at and len(faults.log) < o.max_faults:
+                began = clock()  # gaps run from a fault's start: a long outage adds none
                 fault = await faults.inject(faults.next_kind())
                 if fault is not None:
                     print(f"  {fault.at - t0:6.2f}s {fault.kind} {fault.pid or ''}", flush=True)
-                next_at = clock() + faults.rng.uniform(0.5, 1.5) * o.mean_gap
+                next_at = began + faults.rng.uniform(0.5, 1.5) * o.mean_gap
             await asyncio.sleep(0.05)  # the supervision tick
         return t0, clock(), w0, time.time()
 
@@ -225,8 +228,17 @@ class Engine:
 
 
 async def run_engine(opts: Options) -> dict[str, Any]:
-    """One run on one engine: set up, fault, settle, drain, check."""
+    """One run on one engine: set up, fault, settle, drain, check. Its logs and data are
+    removed afterwards unless ``opts.keep``."""
     directory = Path(tempfile.mkdtemp(prefix=f"shardq-chaos-{opts.engine}-"))
+    try:
+        return await _run_in(opts, directory)
+    finally:
+        if not opts.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _run_in(opts: Options, directory: Path) -> dict[str, Any]:
     engine = Engine(opts, directory)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     settle_error = None
@@ -261,11 +273,8 @@ async def run_engine(opts: Options) -> dict[str, Any]:
         settle_error=settle_error,
         fault_log=[_fault_json(f, m0) for f in faults.log],
         directory=str(directory) if opts.keep else None,
+        server_directory=str(engine.server.dir) if opts.keep and engine.server else None,
     )
-    if not opts.keep:
-        import shutil
-
-        shutil.rmtree(directory, ignore_errors=True)
     return result
 
 
@@ -350,7 +359,8 @@ def parser() -> argparse.ArgumentParser:
         "unkeyed load (batches, dedupe keys, jobs that fail then succeed, dead letters, "
         "delays, long jobs) while faults are injected at random: kill -9 and SIGTERM of "
         "runners, pg_terminate_backend of a runner's sessions, fast restarts and crashes of "
-        "a private PostgreSQL server (never the one on port 5432). Afterwards it checks: "
+        "a private PostgreSQL server (never the one on port 5432), and a runner started while that "
+        "server is down and then recovering. Afterwards it checks: "
         "nothing lost, no double terminal transition, per-key order, dedupe, runners stay "
         "up; and reports failover times and throughput during the faults. Exits 1 if a "
         "check fails, 2 if the run itself could not be done.",
@@ -446,7 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     _validate(p, args)
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     engines = ["postgres", "sqlite"] if args.engine == "both" else [args.engine]
-    print(f"shardq chaos: seed {seed}, commit {_commit()}", flush=True)
+    print(
+        f"shardq chaos: seed {seed}, commit {_commit()}, shardq from "
+        f"{Path(shardq.__file__).parent}",
+        flush=True,
+    )
     results: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     with _sigterm_interrupts():
@@ -469,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(r)
     out: dict[str, Any] = {
         "commit": _commit(),
+        "shardq_from": str(Path(shardq.__file__).parent),
         "seed": seed,
         "argv": sys.argv[1:] if argv is None else argv,
         "skipped": skipped,

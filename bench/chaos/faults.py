@@ -29,7 +29,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Fault kinds per engine, with their weights once each kind has been drawn once.
 KINDS: dict[str, dict[str, int]] = {
-    "postgres": {"kill9": 4, "terminate": 2, "sigterm": 1, "pg_restart": 1, "pg_crash": 1},
+    "postgres": {
+        "kill9": 4,
+        "terminate": 2,
+        "sigterm": 1,
+        "pg_restart": 1,
+        "pg_crash": 1,
+        "cold_start": 1,
+    },
     "sqlite": {"kill9": 4, "sigterm": 1},
 }
 
@@ -211,6 +218,7 @@ class Faults:
             "terminate": self._terminate,
             "pg_restart": lambda: self._server_down("fast"),
             "pg_crash": lambda: self._server_down("immediate"),
+            "cold_start": self._cold_start,
         }
         fault: Fault | None = await actions[kind]()
         if fault is not None:
@@ -284,3 +292,18 @@ class Faults:
         await asyncio.to_thread(self.server.start)
         kind = "pg_crash" if mode == "immediate" else "pg_restart"
         return Fault(kind, at, None, {"down_s": round(clock() - at, 3)})
+
+    async def _cold_start(self) -> Fault:
+        """A crash of the server and of one runner; the runner is started again at once, so
+        it starts while the server is down and then while it recovers ("starting up")."""
+        at = clock()
+        await asyncio.to_thread(self.server.stop, "immediate")
+        slot = self._victim()
+        pid = await self.fleet.kill9(slot, 0.0) if slot is not None else None
+        self.fleet.supervise()  # starts it now
+        await asyncio.sleep(self.rng.uniform(0.3, 1.5))  # the outage itself
+        await asyncio.to_thread(self.server.start, False)
+        await asyncio.to_thread(self.server.wait_ready)
+        return Fault(
+            "cold_start", at, None, {"runner_killed": pid, "down_s": round(clock() - at, 3)}
+        )
