@@ -182,10 +182,21 @@ class Mailboxes:
     # -- recovery and catching up ----------------------------------------------------------
 
     def mark_ahead(self) -> None:
-        """Storage may hold keys memory does not know: read them before trusting a new one."""
+        """Storage may hold jobs of any key that memory lacks (a notification missed, a
+        recovery): no mailbox takes a later arrival before its key is read again."""
         self._keys_overflow = True
         self._keys_complete = False
         self._marks += 1
+        for key, mb in list(self.boxes.items()):
+            if not mb.busy and mb.head() is None:
+                # Nothing to keep: an arrival makes a new mailbox, read before it runs.
+                del self.boxes[key]
+                continue
+            # Memory still holds a prefix of the key's jobs; later ones wait in storage
+            # until it drains and the key is read.
+            mb.overflow = True
+            if mb.needs_refill():
+                self._to_refill[key] = None
 
     def recovery_started(self, shards: set[int]) -> None:
         """``shards`` are being recovered: take nothing of them into memory until done."""
