@@ -52,7 +52,9 @@ async def test_only_the_owner_of_the_attempt_writes_its_outcome(driver: Driver) 
     assert await states(driver, [1, 2, 3]) == {1: "processing", 2: "processing", 3: "queued"}
     assert await driver.count_dead_letters() == 0
 
+    # Job 2's attempt is 1, and there is no job 99.
     mixed = [Outcome(1, 1, "complete", 3000), Outcome(2, 2, "complete", 3000)]
+    mixed.append(Outcome(99, 1, "complete", 3000))
     assert (await driver.advance(mixed, [], "A", 3000)).written == [1]
     assert (await driver.advance(mixed, [], "A", 3100)).written == []
     record = await driver.get_job(1)

@@ -139,3 +139,4 @@ async def test_loads_are_limited_to_the_shards_given(driver: Driver, load: str) 
     assert await shards_of({1, 3}) == [1, 3]
     assert await shards_of(frozenset({2})) == [2]
     assert await shards_of([0, 3, 5]) == [0, 3]
+    assert await shards_of(set(range(3, 5000))) == [3]
