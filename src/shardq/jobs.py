@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -23,34 +22,35 @@ from ._internal.batching import GroupCommit
 from ._internal.clock import now_ms
 from ._internal.validation import (
     MAX_SECONDS,
+    check_limit,
     check_name,
+    check_options,
     check_seconds,
     check_text,
     encode_json,
-    safe_text,
+    epoch_ms,
+    parse_id,
     show,
 )
+from ._internal.views import dead_letter_view, status_view
 from .config import Config
 from .drivers import connect
-from .drivers.base import DeadLetterRecord, Driver, EventKind, JobFilter, JobRecord, JobRef, NewJob
+from .drivers.base import Driver, EventKind, JobFilter, JobRef, NewJob
 from .entity import job_entity
 from .errors import JobError
 from .ids import Snowflake
 from .models import (
-    DURATIONS,
     FINISHED,
     PRIORITIES,
     PRIORITY_RANK,
     DeadLetter,
     Duration,
-    HistoryEntry,
     JobPayload,
     JobStatusResponse,
     Priority,
     QueueStats,
     Status,
     SubmitResult,
-    ms_to_datetime,
 )
 from .observe import Metrics, capture_context, submit_span
 from .runner import Runner
@@ -59,8 +59,6 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 #: Jobs of a batch encoded between two turns of the event loop.
 _ENCODE_CHUNK = 250
-#: Bound of the creation-time filters (seconds since the epoch), well inside 64-bit ms.
-_MAX_EPOCH = 1e13
 
 __all__ = ["MAX_SECONDS", "JobService"]
 
@@ -304,6 +302,7 @@ class JobService:
             # value a string).
             check_name("dedupe_key", dedupe_key)
         batch_id = uuid.uuid4().hex if batch and len(items) > 1 else None
+        attempts = self.config.default_max_attempts if max_attempts is None else max_attempts
         specs = [
             JobPayload(
                 type=job_type,
@@ -312,9 +311,7 @@ class JobService:
                 dedupe_key=(
                     f"{dedupe_key}:{i}" if batch and dedupe_key is not None else dedupe_key
                 ),
-                max_attempts=self.config.default_max_attempts
-                if max_attempts is None
-                else max_attempts,
+                max_attempts=attempts,
                 duration=duration,
                 batch_id=batch_id,
                 key=key,
@@ -324,8 +321,9 @@ class JobService:
         ]
         if not specs:
             # An empty batch stores nothing, but its arguments are checked all the same.
-            _check_options(JobPayload(job_type, None, priority, None, max_attempts or 1,
-                                      duration, None, key, timeout))  # fmt: skip
+            check_options(
+                JobPayload(job_type, None, priority, None, attempts, duration, None, key, timeout)
+            )
             check_seconds("delay", delay, zero_ok=True)
             return []
         results = await self.submit_many(specs, delay=delay)
@@ -405,7 +403,7 @@ class JobService:
         except TypeError:  # something unhashable: no cache, validation says what is wrong
             valid = None
         if valid is None:
-            valid = _check_options(spec)
+            valid = check_options(spec)
             with contextlib.suppress(TypeError):
                 checked[options] = valid
         if spec.dedupe_key is not None:
@@ -439,17 +437,17 @@ class JobService:
 
     async def status(self, job_id: str) -> JobStatusResponse:
         """The job's status, attempts, full history and result; NotFound if unknown."""
-        record = await self.driver.get_job(_parse_id(job_id))
+        record = await self.driver.get_job(parse_id(job_id))
         if record is None:
             raise JobError.from_not_found(str(job_id))
-        return _status(record)
+        return status_view(record)
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobStatusResponse:
         """Wait until the job is complete, failed or cancelled and return its status.
 
         Raises ``JobError(reason="Timeout")`` if ``timeout`` seconds pass first.
         """
-        jid = _parse_id(job_id)
+        jid = parse_id(job_id)
         if timeout is not None:
             timeout = check_seconds("timeout", timeout, zero_ok=True)
         loop = asyncio.get_running_loop()
@@ -502,7 +500,7 @@ class JobService:
             not isinstance(priority, str) or priority not in PRIORITY_RANK
         ):
             raise JobError.from_validation(None, f"unknown priority {show(priority)}")
-        _check_limit(limit)
+        check_limit(limit)
         for what, text in (("type", type), ("key", key)):
             if text is not None:
                 if not isinstance(text, str):
@@ -515,12 +513,12 @@ class JobService:
             type=type,
             priority=PRIORITY_RANK[priority] if priority is not None else None,
             key=key,
-            created_after=_epoch_ms("created_after", created_after),
-            created_before=_epoch_ms("created_before", created_before),
+            created_after=epoch_ms("created_after", created_after),
+            created_before=epoch_ms("created_before", created_before),
             limit=limit,
-            before_id=_parse_id(before) if before is not None else None,
+            before_id=parse_id(before) if before is not None else None,
         )
-        return [_status(r) for r in await self.driver.list_jobs(flt)]
+        return [status_view(r) for r in await self.driver.list_jobs(flt)]
 
     async def stats(self) -> QueueStats:
         """Jobs by status, queued jobs by priority, and open dead letters."""
@@ -544,7 +542,7 @@ class JobService:
         Raises NotFound for an unknown id and AlreadyCancelled for a job that is already
         cancelled or finished.
         """
-        jid = _parse_id(job_id)
+        jid = parse_id(job_id)
         result = await self.driver.cancel_job(jid, now_ms())
         if result == "missing":
             raise JobError.from_not_found(str(job_id))
@@ -566,16 +564,16 @@ class JobService:
 
     async def dead_letters(self, limit: int = 50, before: str | None = None) -> list[DeadLetter]:
         """Dead letters, newest first; page with ``before`` (a dead-letter id)."""
-        _check_limit(limit)
-        bound = _parse_id(before) if before is not None else None
-        return [_dead_letter(r) for r in await self.driver.dead_letters(limit, bound)]
+        check_limit(limit)
+        bound = parse_id(before) if before is not None else None
+        return [dead_letter_view(r) for r in await self.driver.dead_letters(limit, bound)]
 
     async def dead_letter(self, dlq_id: str) -> DeadLetter:
         """One dead letter; NotFound if unknown."""
-        record = await self.driver.get_dead_letter(_parse_id(dlq_id))
+        record = await self.driver.get_dead_letter(parse_id(dlq_id))
         if record is None:
             raise JobError.from_not_found(str(dlq_id))
-        return _dead_letter(record)
+        return dead_letter_view(record)
 
     async def replay(self, dlq_id: str) -> str:
         """Submit a dead letter's job again (attempts start over) and mark it replayed.
@@ -584,7 +582,7 @@ class JobService:
         ``JobError(reason="Validation")`` naming the job of the first replay.
         """
         d = self.driver
-        record = await d.get_dead_letter(_parse_id(dlq_id))
+        record = await d.get_dead_letter(parse_id(dlq_id))
         if record is None:
             raise JobError.from_not_found(str(dlq_id))
         now = now_ms()
@@ -688,112 +686,7 @@ class JobService:
                 fut.set_result(None)
 
 
-def _check_options(spec: JobPayload) -> tuple[int, float | None]:
-    """Validate a job's options; returns its priority's rank and its timeout as a float."""
-    check_name("job type", spec.type)
-    priority, duration, ma = spec.priority, spec.duration, spec.max_attempts
-    if not isinstance(priority, str) or priority not in PRIORITY_RANK:
-        raise JobError.from_validation(
-            None, f"unknown priority {show(priority)}; use one of {', '.join(PRIORITIES)}"
-        )
-    if not isinstance(duration, str) or duration not in DURATIONS:
-        raise JobError.from_validation(
-            None, f"unknown duration {show(duration)}; use 'short' or 'long'"
-        )
-    if not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= 1000:
-        raise JobError.from_validation(
-            None, f"max_attempts must be an integer 1..1000, got {show(ma)}"
-        )
-    if spec.key is not None:
-        check_name("key", spec.key)
-    if spec.batch_id is not None:
-        check_name("batch_id", spec.batch_id)
-    timeout = (
-        None if spec.timeout is None else check_seconds("timeout", spec.timeout, zero_ok=False)
-    )
-    return PRIORITY_RANK[priority], timeout
-
-
-def _check_limit(limit: object) -> None:
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
-        raise JobError.from_validation(None, f"limit must be an integer 1..1000, got {show(limit)}")
-
-
-def _epoch_ms(what: str, seconds: object) -> int | None:
-    """A creation-time filter (seconds since the epoch) in milliseconds."""
-    if seconds is None:
-        return None
-    if (
-        not isinstance(seconds, int | float)
-        or isinstance(seconds, bool)
-        or not -_MAX_EPOCH <= seconds <= _MAX_EPOCH  # NaN fails it too
-    ):
-        raise JobError.from_validation(
-            None, f"{what} must be a time in seconds since the epoch, got {show(seconds)}"
-        )
-    return int(seconds * 1000)
-
-
-def _parse_id(job_id: object) -> int:
-    if isinstance(job_id, int) and not isinstance(job_id, bool):
-        text = str(job_id) if 0 <= job_id < 1 << 63 else ""
-    else:
-        text = job_id.strip() if isinstance(job_id, str) else ""
-    # ASCII digits only: str.isdigit also holds for digits that int() refuses, such as "²".
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) >= 1 << 63:
-        shown = safe_text(job_id, 40) if isinstance(job_id, str) else show(job_id)
-        raise JobError(
-            "NotFound",
-            shown,
-            message=f"{show(job_id)} not found: job and dead-letter ids are decimal numbers",
-        )
-    return int(text)
-
-
 def _encode_context(captured: dict[str, Any] | None) -> str | None:
     if captured is None:
         return None
     return encode_json("a captured context variable", captured)
-
-
-def _status(r: JobRecord) -> JobStatusResponse:
-    return JobStatusResponse(
-        id=str(r.id),
-        status=r.state,  # type: ignore[arg-type]
-        attempts=r.attempts,
-        history=[HistoryEntry(s, ms_to_datetime(t), e) for s, t, e in r.history],  # type: ignore[arg-type]
-        result=json.loads(r.result) if r.result is not None else None,
-        job=JobPayload(
-            type=r.type,
-            payload=json.loads(r.payload),
-            priority=PRIORITIES[r.priority],
-            dedupe_key=r.dedupe_key,
-            max_attempts=r.max_attempts,
-            duration=r.duration,  # type: ignore[arg-type]
-            batch_id=r.batch_id,
-            key=r.key,
-            timeout=r.timeout,
-        ),
-        error=r.error,
-        created_at=ms_to_datetime(r.created_at),
-        run_at=ms_to_datetime(r.run_at),
-        finished_at=ms_to_datetime(r.finished_at) if r.finished_at is not None else None,
-    )
-
-
-def _dead_letter(r: DeadLetterRecord) -> DeadLetter:
-    return DeadLetter(
-        id=str(r.id),
-        job_id=str(r.job_id),
-        type=r.type,
-        payload=json.loads(r.payload),
-        priority=PRIORITIES[r.priority],
-        reason=r.reason,
-        error=r.error,
-        attempts=r.attempts,
-        created_at=ms_to_datetime(r.created_at),
-        failed_at=ms_to_datetime(r.failed_at),
-        replayed_at=ms_to_datetime(r.replayed_at) if r.replayed_at is not None else None,
-        replay_job_id=str(r.replay_job_id) if r.replay_job_id is not None else None,
-        key=r.key,
-    )

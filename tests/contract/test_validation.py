@@ -172,6 +172,8 @@ def _nested(depth: int, leaf: Any = 1) -> Any:
         (("t", [{}, {}]), {"dedupe_key": ""}, "dedupe_key"),
         ((5, []), {}, "job type"),
         (("t", []), {"priority": "urgent"}, "priority"),
+        (("t", []), {"max_attempts": 0}, "max_attempts"),
+        (("t", []), {"delay": -1}, "delay"),
     ],
 )
 async def test_hostile_input_is_refused_before_anything_is_stored(

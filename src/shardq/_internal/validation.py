@@ -7,6 +7,7 @@ text cannot); JSON values must be JSON (no NaN or infinities, no two keys of one
 become the same name) and nest at most ``MAX_DEPTH`` levels, well inside what Python's json
 module, SQLite's and PostgreSQL's JSON functions read back. Texts shardq writes from what
 happened (a handler's error message) are made safe instead of refused: see ``safe_text``.
+A job's options, page sizes, time filters and ids are checked here too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Collection, Iterator
 from typing import Any
 
 from ..errors import JobError
+from ..models import DURATIONS, PRIORITIES, PRIORITY_RANK, JobPayload
 
 #: Most levels of arrays and objects a payload or result may nest (a scalar is level 0).
 MAX_DEPTH = 64
@@ -25,6 +27,8 @@ MAX_DEPTH = 64
 MAX_NAME = 255
 #: The longest delay or timeout accepted (ten years), well inside 64-bit milliseconds.
 MAX_SECONDS = 10 * 365 * 86_400.0
+#: Bound of the creation-time filters (seconds since the epoch), well inside 64-bit ms.
+_MAX_EPOCH = 1e13
 #: Longest error text stored for an attempt, in characters (the rest is cut, and said so).
 MAX_ERROR_CHARS = 4000
 
@@ -203,3 +207,67 @@ def _strings(value: Any, path: str, depth: int) -> Iterator[tuple[str, str]]:
 
 def _describe_char(char: str) -> str:
     return "a NUL character" if char == "\x00" else f"a lone UTF-16 surrogate ({show(char)})"
+
+
+def check_options(spec: JobPayload) -> tuple[int, float | None]:
+    """Validate a job's options but its payload and dedupe key; returns its priority's rank and its timeout as a float."""
+    check_name("job type", spec.type)
+    priority, duration, ma = spec.priority, spec.duration, spec.max_attempts
+    if not isinstance(priority, str) or priority not in PRIORITY_RANK:
+        raise JobError.from_validation(
+            None, f"unknown priority {show(priority)}; use one of {', '.join(PRIORITIES)}"
+        )
+    if not isinstance(duration, str) or duration not in DURATIONS:
+        raise JobError.from_validation(
+            None, f"unknown duration {show(duration)}; use 'short' or 'long'"
+        )
+    if not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= 1000:
+        raise JobError.from_validation(
+            None, f"max_attempts must be an integer 1..1000, got {show(ma)}"
+        )
+    if spec.key is not None:
+        check_name("key", spec.key)
+    if spec.batch_id is not None:
+        check_name("batch_id", spec.batch_id)
+    timeout = (
+        None if spec.timeout is None else check_seconds("timeout", spec.timeout, zero_ok=False)
+    )
+    return PRIORITY_RANK[priority], timeout
+
+
+def check_limit(limit: object) -> None:
+    """Refuse a page size that is not an integer 1..1000."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+        raise JobError.from_validation(None, f"limit must be an integer 1..1000, got {show(limit)}")
+
+
+def epoch_ms(what: str, seconds: object) -> int | None:
+    """A creation-time filter (seconds since the epoch) in milliseconds."""
+    if seconds is None:
+        return None
+    if (
+        not isinstance(seconds, int | float)
+        or isinstance(seconds, bool)
+        or not -_MAX_EPOCH <= seconds <= _MAX_EPOCH  # NaN fails it too
+    ):
+        raise JobError.from_validation(
+            None, f"{what} must be a time in seconds since the epoch, got {show(seconds)}"
+        )
+    return int(seconds * 1000)
+
+
+def parse_id(job_id: object) -> int:
+    """A job or dead-letter id (decimal text or an int) as an int; NotFound for anything else."""
+    if isinstance(job_id, int) and not isinstance(job_id, bool):
+        text = str(job_id) if 0 <= job_id < 1 << 63 else ""
+    else:
+        text = job_id.strip() if isinstance(job_id, str) else ""
+    # ASCII digits only: str.isdigit also holds for digits that int() refuses, such as "²".
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) >= 1 << 63:
+        shown = safe_text(job_id, 40) if isinstance(job_id, str) else show(job_id)
+        raise JobError(
+            "NotFound",
+            shown,
+            message=f"{show(job_id)} not found: job and dead-letter ids are decimal numbers",
+        )
+    return int(text)
