@@ -14,7 +14,7 @@ from shardq import JobService
 from shardq.drivers._sql import migrations
 from shardq.drivers.base import Outcome
 from shardq.drivers.postgres import PostgresDriver
-from shardq.drivers.postgres.driver import submitted_payloads
+from shardq.drivers.postgres.payloads import submitted_payloads
 from shardq.drivers.postgres.shard_locks import ShardLocks
 from tests.rows import new_job
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..clock import SYSTEM_CLOCK, Clock
 from .base import Driver
 
 
@@ -12,11 +13,13 @@ def connect(
     pool_size: int = 10,
     heartbeat: float = 1.0,
     handover_timeout: float = 30.0,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Driver:
     """The driver for ``url`` (``sqlite:///path`` or ``postgresql://…``), not yet opened.
 
     ``runner`` says whether this process will run jobs (it then owns the wake-up endpoint).
-    The other settings are PostgreSQL's (see ``Config``); SQLite has no use for them.
+    ``clock`` is the service's time. The other settings are PostgreSQL's (see ``Config``);
+    SQLite has no use for them.
     """
     if url.startswith("sqlite:"):
         from .sqlite import SQLiteDriver
@@ -31,6 +34,7 @@ def connect(
             pool_size=pool_size,
             heartbeat=heartbeat,
             handover_timeout=handover_timeout,
+            clock=clock,
         )
         return driver
     raise ValueError(

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import operator
 import os
 import socket
 import uuid
@@ -20,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from ...clock import SYSTEM_CLOCK, Clock
 from .._sql import (
     DLQ_COLUMNS,
     JOB_COLUMNS,
@@ -44,214 +44,35 @@ from ..base import (
     job_refs,
 )
 from .notifier import Notifier
+from .payloads import submitted_payloads
 from .shard_locks import ShardLocks
+from .statements import (
+    ADVANCE,
+    ADVANCE_COMPLETE,
+    CHANNEL,
+    FINISH,
+    FINISH_COMPLETE,
+    HISTORY_CANCELLED,
+    INSERT_DEDUPE,
+    INSERT_PLAIN,
+    INSERT_UNIFORM,
+    NOTIFY,
+    QUEUED,
+    REF,
+    SHARED,
+    START,
+    append,
+    new_job_arrays,
+)
 
 log = logging.getLogger("shardq.postgres")
 
-#: The channel every job notification goes to.
-CHANNEL = "shardq_jobs"
 #: Advisory lock key (with the xact lock's second key 0) that serialises migrations.
 _MIGRATION_LOCK = 0x53514D47  # "SQMG"
-#: A notification payload must stay under 8000 bytes; chunks are kept under this.
-_PAYLOAD_BYTES = 7000
-#: More chunks than this in one transaction and the listeners are told to rescan instead.
-_MAX_CHUNKS = 8
 #: Bounds of the in-memory bookkeeping of notifications.
 _MAX_TRACKED = 100_000
 #: Jobs inserted (beyond the table's size at the last analysis) before it is analysed again.
 _ANALYZE_AFTER = 1_000
-
-_REF = "id, priority, run_at, key, shard"
-# Queued jobs are found through job_queue (which also holds the processing ones).
-_QUEUED = (
-    "SELECT q.id, q.priority, q.run_at, q.key, q.shard FROM job_queue q"
-    " JOIN jobs j ON j.id = q.id WHERE j.state = 'queued'"
-)
-_STARTED = (
-    "id, type, payload, priority, key, shard, attempts, max_attempts, timeout, duration,"
-    " run_at, created_at, context"
-)
-_UNNEST_NEW = (
-    "unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],"
-    " $7::text[], $8::int[], $9::float8[], $10::text[], $11::text[], $12::bigint[],"
-    " $13::bigint[], $14::text[]) WITH ORDINALITY AS t(id, type, payload, priority, key,"
-    " shard, dedupe_key, max_attempts, timeout, duration, batch_id, run_at, created_at,"
-    " context, ord)"
-)
-_INSERT = (
-    "INSERT INTO jobs (id, type, payload, priority, state, key, shard, dedupe_key,"
-    " max_attempts, timeout, duration, batch_id, run_at, created_at, updated_at, context,"
-    " history) SELECT id, type, payload, priority, 'queued', key, shard, dedupe_key,"
-    " max_attempts, timeout, duration, batch_id, run_at, created_at, created_at, context,"
-    f" '[' || json_build_array('queued', created_at, NULL)::text || ']' FROM {_UNNEST_NEW}"
-    " ORDER BY ord"
-)
-# Every inserted job also gets its row in job_queue (migration 3 says why).
-_ENQUEUE = "q AS (INSERT INTO job_queue SELECT id, priority, run_at, key, shard FROM ins)"
-# A plain batch and its notifications in one statement, so one round trip and one commit.
-_INSERT_PLAIN = (
-    f"WITH ins AS ({_INSERT} RETURNING id, priority, run_at, key, shard), {_ENQUEUE}"
-    f" SELECT pg_notify('{CHANNEL}', p) FROM unnest($15::text[]) p"
-)
-_INSERT_DEDUPE = (
-    f"WITH ins AS ({_INSERT} ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"
-    f" RETURNING id, priority, run_at, key, shard), {_ENQUEUE} SELECT id FROM ins"
-)
-# A plain batch whose jobs differ only in id, payload, key and shard (what one submit call
-# of a list makes): the shared options go as single values. Fourteen arrays of a thousand
-# values cost the client more to encode, and the server more to unnest, than the statement
-# itself costs to run.
-_INSERT_UNIFORM = (
-    "WITH ins AS (INSERT INTO jobs (id, type, payload, priority, state, key, shard,"
-    " max_attempts, timeout, duration, batch_id, run_at, created_at, updated_at, context,"
-    " history) SELECT id, $5::text, payload, $6::int, 'queued', key, shard, $7::int,"
-    " $8::float8, $9::text, $10::text, $11::bigint, $12::bigint, $12::bigint, $13::text,"
-    " $14::text FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[])"
-    " WITH ORDINALITY AS t(id, payload, key, shard, ord) ORDER BY ord"
-    " RETURNING id, priority, run_at, key, shard),"
-    f" {_ENQUEUE} SELECT pg_notify('{CHANNEL}', p) FROM unnest($15::text[]) p"
-)
-_SHARED = operator.attrgetter(
-    "type",
-    "priority",
-    "max_attempts",
-    "timeout",
-    "duration",
-    "batch_id",
-    "run_at",
-    "created_at",
-    "context",
-)
-_NOTIFY = f"SELECT pg_notify('{CHANNEL}', p) FROM unnest($1::text[]) p"
-
-
-def _appended(history: str, status: str, at: str, error: str) -> str:
-    """The SQL of ``history`` (a JSON array kept as text) with ``[status, at, error]`` (SQL
-    expressions) appended: a string append, no parsing (migration 4 says why)."""
-    return f"left({history}, -1) || ',' || json_build_array({status}, {at}, {error})::text || ']'"
-
-
-def _append(status: str, at: str, error: str) -> str:
-    """The SQL that appends ``[status, at, error]`` (SQL expressions) to ``history``."""
-    return f"history = {_appended('history', status, at, error)}"
-
-
-def _announced(finished: str) -> str:
-    """CTEs announcing the ids of ``finished`` (``upd``, maybe filtered) as finished, in
-    notifications of 300 ids each (``note``, one row per notification)."""
-    return (
-        f"fin AS (SELECT id, (row_number() OVER ()) / 300 AS grp FROM {finished}),"
-        f" note AS (SELECT pg_notify('{CHANNEL}', 'f' || json_agg(id)::text) FROM fin"
-        " GROUP BY grp)"
-    )
-
-
-# An outcome's entry: a retry shows as queued again, and only a failure carries its error.
-_HISTORY_OUTCOME = _appended(
-    "j.history",
-    "CASE o.kind WHEN 'retry' THEN 'queued' ELSE o.kind END",
-    "o.at",
-    "CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END",
-)
-_HISTORY_COMPLETE = _appended("j.history", "'complete'", "o.at", "NULL::text")
-_HISTORY_CANCELLED = _appended("history", "'cancelled'", "$2::bigint", "NULL")
-_APPEND_PROCESSING = _append("'processing'", "$3::bigint", "NULL::text")
-# A start need not wait for its WAL flush: if the server crashes before the flush, the job
-# is simply queued again (at-least-once), and the attempt's outcome write, being fenced on
-# the attempt, cannot land. So the start commits asynchronously (set_config is local to
-# this statement's transaction).
-_START = (
-    "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true) AS v)"
-    " UPDATE jobs j SET state = 'processing', attempts = j.attempts + 1, owner = $2,"
-    f" updated_at = $3, {_APPEND_PROCESSING}"
-    " WHERE j.state = 'queued' AND j.id = ANY($1::bigint[])"
-    " AND NOT EXISTS (SELECT 1 FROM shardq_shards s WHERE s.shard = j.shard"
-    " AND s.owner IS DISTINCT FROM $2) AND (SELECT v FROM async_commit) = 'off'"
-    f" RETURNING {_STARTED}"
-)
-# Every outcome of a batch in one statement: each row is written only while the attempt
-# still owns it (owner and attempt match; only a processing job has an owner, every move
-# out of processing clears it), failed ones also get a dead letter, and finished ones are
-# announced in chunks of ids. The fence names no state on purpose: the planner would then
-# scan the processing index and join the outcomes to it in a nested loop (quadratic in
-# the batch, 3 ms of a 5 ms step at 64 jobs); by id it looks each job up once. A finished
-# job leaves job_queue; a retried one moves there to its new run_at.
-_FINISH_CTES = f"""
-o AS (
-    SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[],
-                         $7::text[], $8::text[], $9::bigint[], $10::bigint[])
-        AS o(id, attempt, kind, at, result, error, reason, run_at, dlq_id)
-), upd AS (
-    UPDATE jobs j SET
-        state = CASE o.kind WHEN 'retry' THEN 'queued' ELSE o.kind END,
-        result = CASE o.kind WHEN 'complete' THEN o.result ELSE j.result END,
-        error = CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END,
-        run_at = CASE o.kind WHEN 'retry' THEN o.run_at ELSE j.run_at END,
-        finished_at = CASE o.kind WHEN 'retry' THEN j.finished_at ELSE o.at END,
-        updated_at = o.at,
-        owner = NULL,
-        history = {_HISTORY_OUTCOME}
-    FROM o
-    WHERE j.id = o.id AND j.owner = $1 AND j.attempts = o.attempt
-    RETURNING j.id, o.kind, o.reason, o.at, o.dlq_id, o.error, j.type, j.payload, j.priority,
-              j.key, j.attempts, j.max_attempts, j.created_at, o.run_at
-), done AS (
-    DELETE FROM job_queue q USING upd WHERE q.id = upd.id AND upd.kind <> 'retry'
-), again AS (
-    UPDATE job_queue q SET run_at = upd.run_at FROM upd WHERE q.id = upd.id AND upd.kind = 'retry'
-), dlq AS (
-    INSERT INTO job_dlq (id, job_id, type, payload, priority, key, reason, error, attempts,
-                         max_attempts, created_at, failed_at)
-    SELECT dlq_id, id, type, payload, priority, key, reason, error, attempts, max_attempts,
-           created_at, at
-    FROM upd WHERE kind = 'failed'
-), {_announced("upd WHERE kind <> 'retry'")}"""
-# The same for a batch of completions only (what a healthy runner writes nearly always):
-# four arrays instead of nine, no per-row CASE, no retry, no dead letter. The nine arrays
-# cost the client more to encode, and the server more to unnest, than these rows cost to
-# write.
-_COMPLETE_CTES = f"""
-o AS (
-    SELECT * FROM unnest($2::bigint[], $3::int[], $4::bigint[], $5::text[])
-        AS o(id, attempt, at, result)
-), upd AS (
-    UPDATE jobs j SET state = 'complete', result = o.result, error = NULL,
-        finished_at = o.at, updated_at = o.at, owner = NULL, history = {_HISTORY_COMPLETE}
-    FROM o
-    WHERE j.id = o.id AND j.owner = $1 AND j.attempts = o.attempt
-    RETURNING j.id
-), done AS (
-    DELETE FROM job_queue q USING upd WHERE q.id = upd.id
-), {_announced("upd")}"""
-
-
-def _finish(ctes: str) -> str:
-    """The statement writing the outcomes of ``ctes``: the ids written, then a NULL per
-    notification."""
-    return f"WITH {ctes} SELECT id FROM upd UNION ALL SELECT NULL FROM note"
-
-
-def _advance(ctes: str, starts: int) -> str:
-    """Outcomes and starts of one runner step in one statement: one round trip, one commit
-    (a synchronous one: the outcomes must be durable). The outcomes are those of ``ctes``
-    (over ``$1``, the owner, and the parameters before ``$starts``); ``$starts`` holds the
-    ids to start and the next parameter the time. Both updates see the same snapshot and
-    touch different rows (processing ones, queued ones). Started rows come first, flagged."""
-    now = f"${starts + 1}::bigint"
-    return f"""
-WITH {ctes}, st AS (
-    UPDATE jobs j SET state = 'processing', attempts = j.attempts + 1, owner = $1,
-        updated_at = {now}, {_append("'processing'", now, "NULL::text")}
-    WHERE j.state = 'queued' AND j.id = ANY(${starts}::bigint[])
-      AND NOT EXISTS (SELECT 1 FROM shardq_shards s WHERE s.shard = j.shard
-                      AND s.owner IS DISTINCT FROM $1)
-    RETURNING {_STARTED}
-)
-SELECT true AS started, {_STARTED} FROM st
-UNION ALL SELECT false, id, {", ".join(["NULL"] * 12)} FROM upd
-UNION ALL SELECT NULL, {", ".join(["NULL"] * 13)} FROM note
-"""
-
 
 # What says the server (or the client encoding for it) refused the data given, as opposed to
 # a connection, a server restart or a conflict that the same call may get past later.
@@ -265,57 +86,10 @@ _REFUSED = (
     asyncpg.exceptions.ProgramLimitExceededError,
 )
 
-_FINISH = _finish(_FINISH_CTES)
-_ADVANCE = _advance(_FINISH_CTES, 11)
-_FINISH_COMPLETE = _finish(_COMPLETE_CTES)
-_ADVANCE_COMPLETE = _advance(_COMPLETE_CTES, 6)
-
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool connections never change session state (no LISTEN, SET or session locks), so
     returning one to the pool needs no reset query: a round trip saved per operation."""
-
-
-def _new_job_arrays(jobs: Sequence[NewJob]) -> list[list[Any]]:
-    return [
-        [j.id for j in jobs],
-        [j.type for j in jobs],
-        [j.payload for j in jobs],
-        [j.priority for j in jobs],
-        [j.key for j in jobs],
-        [j.shard for j in jobs],
-        [j.dedupe_key for j in jobs],
-        [j.max_attempts for j in jobs],
-        [j.timeout for j in jobs],
-        [j.duration for j in jobs],
-        [j.batch_id for j in jobs],
-        [j.run_at for j in jobs],
-        [j.created_at for j in jobs],
-        [j.context for j in jobs],
-    ]
-
-
-def submitted_payloads(jobs: Sequence[NewJob]) -> list[str]:
-    """The notifications announcing ``jobs``: each carries what the owner needs to schedule
-    them (``s[[id, shard, priority, run_at, key], ...]``, under 8000 bytes), or a single
-    ``r`` (rescan) when a batch would need too many."""
-    out: list[str] = []
-    parts: list[str] = []
-    size = 1
-    for j in jobs:
-        key = "null" if j.key is None else json.dumps(j.key)
-        item = f"[{j.id},{j.shard},{j.priority},{j.run_at},{key}]"
-        n = len(item.encode()) + 1
-        if parts and size + n + 1 > _PAYLOAD_BYTES:
-            out.append("s[" + ",".join(parts) + "]")
-            if len(out) >= _MAX_CHUNKS:
-                return ["r"]
-            parts, size = [], 1
-        parts.append(item)
-        size += n
-    if parts:
-        out.append("s[" + ",".join(parts) + "]")
-    return out if len(out) <= _MAX_CHUNKS else ["r"]
 
 
 class PostgresDriver:
@@ -335,8 +109,10 @@ class PostgresDriver:
         pool_size: int = 10,
         heartbeat: float = 1.0,
         handover_timeout: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.url = url
+        self._clock = clock
         self.runner = runner
         #: Tags this process's sessions in ``pg_stat_activity`` (``application_name``).
         self.tag = f"shardq-{uuid.uuid4().hex[:12]}"
@@ -467,6 +243,7 @@ class PostgresDriver:
             handover_timeout=self._handover_timeout,
             server_settings=self._settings,
             running=lambda: self._running,
+            clock=self._clock,
         )
         return self._locks
 
@@ -536,14 +313,14 @@ class PostgresDriver:
             return []
         ids = [j.id for j in jobs]
         if all(j.dedupe_key is None for j in jobs):
-            shared = _SHARED(jobs[0])
-            if all(_SHARED(j) == shared for j in jobs):
+            shared = SHARED(jobs[0])
+            if all(SHARED(j) == shared for j in jobs):
                 history = json.dumps([["queued", shared[7], None]])  # [7]: created_at
                 payloads = [j.payload for j in jobs]
                 keys, shards = [j.key for j in jobs], [j.shard for j in jobs]
-                sql, args = _INSERT_UNIFORM, [ids, payloads, keys, shards, *shared, history]
+                sql, args = INSERT_UNIFORM, [ids, payloads, keys, shards, *shared, history]
             else:
-                sql, args = _INSERT_PLAIN, _new_job_arrays(jobs)
+                sql, args = INSERT_PLAIN, new_job_arrays(jobs)
             self._track_own(ids)
             try:
                 await self.pool.execute(sql, *args, submitted_payloads(jobs))
@@ -552,7 +329,7 @@ class PostgresDriver:
                 raise
             self._count_inserted(len(jobs))
             return [(i, False) for i in ids]
-        arrays = _new_job_arrays(jobs)
+        arrays = new_job_arrays(jobs)
         for _ in range(3):
             result = await self._insert_dedupe(jobs, arrays)
             if result is not None:
@@ -566,7 +343,7 @@ class PostgresDriver:
         self._track_own([j.id for j in jobs])
         try:
             async with self.pool.acquire() as c, c.transaction():
-                inserted = {r[0] for r in await c.fetch(_INSERT_DEDUPE, *arrays)}
+                inserted = {r[0] for r in await c.fetch(INSERT_DEDUPE, *arrays)}
                 holders: dict[str, int] = {}
                 missing = [
                     j.dedupe_key for j in jobs if j.id not in inserted and j.dedupe_key is not None
@@ -588,7 +365,7 @@ class PostgresDriver:
                         raise _Retry
                 fresh = [j for j in jobs if j.id in inserted]
                 if fresh:
-                    await c.execute(_NOTIFY, submitted_payloads(fresh))
+                    await c.execute(NOTIFY, submitted_payloads(fresh))
         except _Retry:
             self._own.difference_update(j.id for j in jobs)
             return None
@@ -611,7 +388,7 @@ class PostgresDriver:
                 rest.append(i)
         if rest:
             rows = await self.pool.fetch(
-                f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND id = ANY($1::bigint[])",
+                f"SELECT {REF} FROM jobs WHERE state = 'queued' AND id = ANY($1::bigint[])",
                 rest,
             )
             out += job_refs(rows)
@@ -625,7 +402,7 @@ class PostgresDriver:
         # "j.id > $2" too: else the join walks jobs from its first id (finished ones
         # included) for every chunk of a reload.
         rows = await self.pool.fetch(
-            f"{_QUEUED} AND q.key IS NULL AND q.priority = $1 AND q.id > $2 AND j.id > $2"
+            f"{QUEUED} AND q.key IS NULL AND q.priority = $1 AND q.id > $2 AND j.id > $2"
             " AND q.run_at <= $3 AND ($4::int[] IS NULL OR q.shard = ANY($4::int[]))"
             " ORDER BY q.id LIMIT $5",
             priority,
@@ -642,7 +419,7 @@ class PostgresDriver:
         if shards is not None and not shards:
             return []
         rows = await self.pool.fetch(
-            f"{_QUEUED} AND q.key IS NULL AND q.run_at > $1"
+            f"{QUEUED} AND q.key IS NULL AND q.run_at > $1"
             " AND ($2::int[] IS NULL OR q.shard = ANY($2::int[])) ORDER BY q.run_at LIMIT $3",
             now,
             None if shards is None else list(shards),
@@ -664,7 +441,7 @@ class PostgresDriver:
 
     async def load_mailbox(self, key: str, limit: int) -> list[JobRef]:
         rows = await self.pool.fetch(
-            f"{_QUEUED} AND q.key = $1 ORDER BY q.id LIMIT $2",
+            f"{QUEUED} AND q.key = $1 ORDER BY q.id LIMIT $2",
             key,
             limit,
         )
@@ -678,7 +455,7 @@ class PostgresDriver:
         if not outcomes:
             if not start:
                 return Advanced([], [])
-            rows = await self.pool.fetch(_START, list(start), owner, now)
+            rows = await self.pool.fetch(START, list(start), owner, now)
             self._running.update(r[0] for r in rows)
             return Advanced([], [StartedJob(*r) for r in rows])
         ids = [o.id for o in outcomes]
@@ -687,10 +464,10 @@ class PostgresDriver:
         results = [o.result for o in outcomes]
         columns: tuple[list[Any], ...]
         if all(o.kind == "complete" for o in outcomes):
-            finish, advance = _FINISH_COMPLETE, _ADVANCE_COMPLETE
+            finish, advance = FINISH_COMPLETE, ADVANCE_COMPLETE
             columns = (ids, attempts, ats, results)
         else:
-            finish, advance = _FINISH, _ADVANCE
+            finish, advance = FINISH, ADVANCE
             columns = (
                 ids,
                 attempts,
@@ -753,7 +530,7 @@ class PostgresDriver:
         async with self.pool.acquire() as c, c.transaction():
             cancelled = await c.fetch(
                 "WITH u AS (UPDATE jobs SET state = 'cancelled', finished_at = $2,"
-                f" updated_at = $2, owner = NULL, {_append('$3::text', '$2::bigint', '$4::text')}"
+                f" updated_at = $2, owner = NULL, {append('$3::text', '$2::bigint', '$4::text')}"
                 f" WHERE state = 'processing' AND cancel_requested AND {scope} RETURNING id),"
                 " d AS (DELETE FROM job_queue q USING u WHERE q.id = u.id) SELECT id FROM u",
                 first,
@@ -764,8 +541,8 @@ class PostgresDriver:
             )
             requeued = await c.fetch(
                 "WITH u AS (UPDATE jobs SET state = 'queued', run_at = $2, updated_at = $2,"
-                f" owner = NULL, {_append('$3::text', '$2::bigint', '$4::text')}"
-                f" WHERE state = 'processing' AND {scope} RETURNING {_REF}),"
+                f" owner = NULL, {append('$3::text', '$2::bigint', '$4::text')}"
+                f" WHERE state = 'processing' AND {scope} RETURNING {REF}),"
                 " q AS (UPDATE job_queue q SET run_at = $2 FROM u WHERE q.id = u.id)"
                 " SELECT * FROM u",
                 first,
@@ -776,7 +553,7 @@ class PostgresDriver:
             )
             if cancelled:
                 await c.execute(
-                    _NOTIFY, ["f" + json.dumps([r[0] for r in cancelled[i : i + 300]])
+                    NOTIFY, ["f" + json.dumps([r[0] for r in cancelled[i : i + 300]])
                               for i in range(0, len(cancelled), 300)]
                 )  # fmt: skip
         return len(cancelled), job_refs(requeued)
@@ -802,7 +579,7 @@ class PostgresDriver:
             " updated_at = CASE state WHEN 'queued' THEN $2 ELSE updated_at END,"
             " owner = CASE state WHEN 'queued' THEN NULL ELSE owner END,"
             " history = CASE state WHEN 'queued' THEN"
-            f" {_HISTORY_CANCELLED} ELSE history END"
+            f" {HISTORY_CANCELLED} ELSE history END"
             " WHERE id = $1 AND state IN ('queued', 'processing') RETURNING state),"
             " d AS (DELETE FROM job_queue WHERE id = $1"
             " AND EXISTS (SELECT 1 FROM u WHERE u.state = 'cancelled'))"
@@ -844,9 +621,7 @@ class PostgresDriver:
                 elif row[0] is not None:
                     result = "already"
                 else:
-                    await c.execute(
-                        _INSERT_PLAIN, *_new_job_arrays([job]), submitted_payloads([job])
-                    )
+                    await c.execute(INSERT_PLAIN, *new_job_arrays([job]), submitted_payloads([job]))
                     await c.execute(
                         "UPDATE job_dlq SET replayed_at = $1, replay_job_id = $2 WHERE id = $3",
                         job.created_at,

@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import zlib
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import asyncpg
 
+from ...clock import SYSTEM_CLOCK, Clock
 from ...sharding import HashRing
 
 log = logging.getLogger("shardq.postgres.shard_locks")
@@ -59,10 +59,6 @@ SELECT id FROM live
 """
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class ShardLocks:
     """The ``Ownership`` of a runner on PostgreSQL (see the module documentation).
 
@@ -87,7 +83,9 @@ class ShardLocks:
         handover_timeout: float = 30.0,
         server_settings: dict[str, str] | None = None,
         running: Callable[[], Collection[int]] = frozenset,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         self.token = token
         self._running = running
         self._dsn = dsn
@@ -181,6 +179,8 @@ class ShardLocks:
     async def _bounded(self, aw: Awaitable[T]) -> T:
         # Issue #6508 of @effect/cluster: a lock operation that hangs must not leave a
         # runner believing it still owns its shards.
+        # A deadline on I/O, so on the event loop's time: I/O runs in real time even where
+        # the service's clock is a fake one.
         async with asyncio.timeout(self._op_timeout):
             return await aw
 
@@ -204,7 +204,7 @@ class ShardLocks:
             ):
                 key = (key + 1) & 0x7FFFFFFF
             self.lock_key = key
-            now = _now_ms()
+            now = self._clock.now_ms()
             await self._bounded(conn.add_listener(MEMBERS_CHANNEL, self._on_members))
             await self._bounded(
                 conn.execute(
@@ -250,12 +250,14 @@ class ShardLocks:
             wait = self._heartbeat
             if self._releasing:
                 first = min(self._releasing.values())
-                wait = max(0.0, min(wait, first - time.monotonic()))
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
-            # arrives as the event is set, and then stop() would wait for ever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._kick.wait()
+                wait = max(0.0, min(wait, first - self._clock.monotonic()))
+            # The heartbeat is a kick the clock gives (a timer, not wait_for: on 3.11
+            # wait_for can swallow a cancel that arrives as the event is set).
+            beat = self._clock.call_later(wait, self._kick.set)
+            try:
+                await self._kick.wait()
+            finally:
+                beat.cancel()
             self._kick.clear()
             try:
                 if self._conn is None or self._lost or self._conn.is_closed():
@@ -271,7 +273,7 @@ class ShardLocks:
                 delay = min(2.0, 0.05 * 2**failures)
                 log.warning("shard balancing failed (%r); fencing, retry in %.2fs", e, delay)
                 await self._fence()
-                await asyncio.sleep(delay)
+                await self._clock.sleep(delay)
                 self._kick.set()
 
     def _desired_for(self, live: frozenset[str]) -> frozenset[int]:
@@ -285,14 +287,14 @@ class ShardLocks:
         conn = self._conn
         if conn is None:
             raise ConnectionError("no lock session")
-        now = _now_ms()
+        now = self._clock.now_ms()
         rows = await self._bounded(conn.fetch(_LIVE, self.token, now))
         desired = self._desired_for(frozenset(r[0] for r in rows) | {self.token})
 
         # Hand over what another runner should own: stop starting its jobs first.
         leaving = self._held - desired - self._releasing.keys()
         if leaving:
-            deadline = time.monotonic() + self._handover_timeout
+            deadline = self._clock.monotonic() + self._handover_timeout
             for s in leaving:
                 self._releasing[s] = deadline
             self._serving = frozenset(self._held - self._releasing.keys())
@@ -317,7 +319,7 @@ class ShardLocks:
                     )
                 )
             }
-            mono = time.monotonic()
+            mono = self._clock.monotonic()
             done = {s for s, dl in self._releasing.items() if s not in busy or dl <= mono}
             if done:
                 if self._on_change is not None:
