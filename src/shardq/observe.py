@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -156,6 +158,19 @@ class Metrics:
             "Outcomes storage refused to store; their jobs were failed with the reason",
             registry=r,
         )
+        self.storage_time = LoopHistogram(
+            "shardq_storage_seconds",
+            "Time of each storage operation, by operation (what a driver call took)",
+            ("operation",),
+            r,
+            _LATENCY_BUCKETS,
+        )
+        self.storage_errors = Counter(
+            "shardq_storage_errors",
+            "Storage operations that raised, by operation",
+            ("operation",),
+            registry=r,
+        )
         for p in PRIORITIES:
             self.queue_depth.labels(p).set(0)
 
@@ -165,6 +180,40 @@ class Metrics:
 
 
 _tracer = trace.get_tracer("shardq")
+
+#: The driver operations timed by ``instrument_driver``: every call that reaches storage.
+STORAGE_OPERATIONS = (
+    "insert_jobs", "load_refs", "load_ready", "load_delayed", "load_keys", "load_mailbox",
+    "advance", "recover", "undo_starts", "get_job", "list_jobs", "cancel_job", "dead_letters",
+    "get_dead_letter", "replay", "prune", "count_by_state", "count_queued_by_priority",
+    "count_dead_letters",
+)  # fmt: skip
+
+
+def instrument_driver(driver: Any, metrics: Metrics) -> None:
+    """Time every storage operation of ``driver`` into ``metrics`` (and count the ones that
+    raise), in one place: each operation of the instance is replaced by a timed one."""
+    for name in STORAGE_OPERATIONS:
+        setattr(driver, name, _timed(getattr(driver, name), name, metrics))
+
+
+def _timed(call: Any, name: str, metrics: Metrics) -> Any:
+    histogram = metrics.storage_time.labels(name)
+    errors = metrics.storage_errors.labels(name)
+    perf = time.perf_counter
+
+    @functools.wraps(call)
+    async def timed(*args: Any, **kwargs: Any) -> Any:
+        started = perf()
+        try:
+            return await call(*args, **kwargs)
+        except Exception:
+            errors.inc()
+            raise
+        finally:
+            histogram.observe(perf() - started)
+
+    return timed
 
 
 @contextlib.contextmanager
