@@ -50,6 +50,19 @@ async def logged(log: Path, *needles: str, proc: subprocess.Popen[bytes]) -> Non
     await eventually(found, timeout=30, what=f"{needles} in the worker's log")
 
 
+async def connect_when_ready(url: str) -> asyncpg.Connection:
+    """A connection to ``url``, once the server (just out of recovery) accepts one."""
+
+    async def attempt() -> asyncpg.Connection | None:
+        try:
+            return await asyncpg.connect(url)
+        except (OSError, asyncpg.CannotConnectNowError):
+            return None
+
+    conn: asyncpg.Connection = await eventually(attempt, timeout=30, what="the server")
+    return conn
+
+
 @pytest.fixture
 def private_pg() -> Iterator[PrivatePostgres]:
     """A PostgreSQL server of this test's own, created but not started."""
@@ -82,7 +95,7 @@ async def test_worker_waits_for_a_server_that_is_down_then_starting(
         (pg.data / "standby.signal").unlink()
         pg.start()
 
-        db = await asyncpg.connect(pg.url())
+        db = await connect_when_ready(pg.url())
         try:
 
             async def joined() -> Any:
