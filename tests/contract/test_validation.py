@@ -232,7 +232,7 @@ async def test_hostile_filters_and_ids_raise_job_errors(make_service: ServiceFac
             {"limit": True},
         ):
             with pytest.raises(JobError) as info:
-                await jobs.list_jobs(**kwargs)  # type: ignore[arg-type]
+                await jobs.list_jobs(**kwargs)
             assert info.value.reason == "Validation", kwargs
         with pytest.raises(JobError) as info:
             await jobs.dead_letters(limit=True)
@@ -260,7 +260,7 @@ async def test_accepted_edge_values_read_back_exactly(make_service: ServiceFacto
         "": "empty key",
     }
     expected = {**payload, "2": payload[2]}
-    del expected[2]  # type: ignore[arg-type]
+    del expected[2]
     jobs = make_service()
     seen: list[Any] = []
 
