@@ -14,6 +14,7 @@ Embedded on SQLite with no set-up, or a cluster of runners on PostgreSQL, with o
         status = await jobs.wait(job_id, timeout=5)
 """
 
+from .clock import Clock, FakeClock, SystemClock
 from .config import Config
 from .context import JobContext, current_job
 from .errors import JobError
@@ -34,8 +35,10 @@ from .retry import RetryPolicy
 __version__ = "0.1.0"
 
 __all__ = [
+    "Clock",
     "Config",
     "DeadLetter",
+    "FakeClock",
     "HistoryEntry",
     "JobContext",
     "JobError",
@@ -48,6 +51,7 @@ __all__ = [
     "Snowflake",
     "Status",
     "SubmitResult",
+    "SystemClock",
     "__version__",
     "current_job",
 ]

@@ -76,7 +76,8 @@ class FakeClock:
 
     Sleepers and timers whose time has come run when ``advance`` reaches it, in time order;
     ``advance`` then lets the event loop run them before it returns. Wall and monotonic time
-    move together. Everything else (I/O, storage) runs in real time.
+    move together. Everything else (I/O, storage) runs in real time: what a timer starts may
+    still be talking to storage when ``advance`` returns, so tests wait for its effect.
     """
 
     def __init__(self, now_ms: int = 1_767_225_600_000) -> None:

@@ -19,7 +19,6 @@ from prometheus_client import CollectorRegistry
 
 from ._internal.attempts import Handler
 from ._internal.batching import GroupCommit
-from ._internal.clock import now_ms
 from ._internal.validation import (
     MAX_SECONDS,
     check_limit,
@@ -33,6 +32,7 @@ from ._internal.validation import (
     show,
 )
 from ._internal.views import dead_letter_view, status_view
+from .clock import SYSTEM_CLOCK, Clock
 from .config import Config
 from .drivers import connect
 from .drivers.base import Driver, EventKind, JobFilter, JobRef, NewJob
@@ -52,7 +52,7 @@ from .models import (
     Status,
     SubmitResult,
 )
-from .observe import Metrics, capture_context, submit_span
+from .observe import Metrics, capture_context, instrument_driver, submit_span
 from .runner import Runner
 
 T = TypeVar("T")
@@ -70,7 +70,9 @@ class JobService:
     With ``runner=True`` (the default) this process also runs the handlers of the jobs it
     owns; with ``runner=False`` it only submits and reads, e.g. in a web process.
     ``context_vars`` are captured at submit and restored around the handler (values must be
-    JSON-serialisable). Settings not given here come from ``Config`` defaults.
+    JSON-serialisable). ``clock`` is where the service reads the time and waits for it (due
+    times, retries, retention, heartbeats): a ``shardq.clock.FakeClock`` lets a test move it
+    forward instead of sleeping. Settings not given here come from ``Config`` defaults.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class JobService:
         config: Config | None = None,
         registry: CollectorRegistry | None = None,
         context_vars: Sequence[contextvars.ContextVar[Any]] = (),
+        clock: Clock | None = None,
         **settings: Any,
     ) -> None:
         if config is not None and (url is not None or settings):
@@ -90,7 +93,9 @@ class JobService:
         self.metrics = Metrics(registry)
         self._handlers: dict[str, Handler] = {}
         self._context_vars = list(context_vars)
-        self._ids = Snowflake(self.config.machine_id)
+        #: Where this service reads the time (a ``FakeClock`` in tests).
+        self.clock: Clock = clock if clock is not None else SYSTEM_CLOCK
+        self._ids = Snowflake(self.config.machine_id, self.clock.now_ms)
         self._driver: Driver | None = None
         self._runner: Runner | None = None
         self._inserts: GroupCommit[NewJob, tuple[int, bool]] | None = None
@@ -143,7 +148,9 @@ class JobService:
             pool_size=cfg.pool_size,
             heartbeat=cfg.heartbeat,
             handover_timeout=cfg.handover_timeout,
+            clock=self.clock,
         )
+        instrument_driver(driver, self.metrics)
         await driver.open()
         self._driver = driver
         self._loop = asyncio.get_running_loop()
@@ -159,6 +166,7 @@ class JobService:
                 driver.ownership(self.runner_id, self.config.shards),
                 self._context_vars,
                 self._on_transition,
+                self.clock,
             )
             try:
                 await self._runner.start()
@@ -345,7 +353,7 @@ class JobService:
             )
         if not jobs:
             return []
-        now = now_ms()
+        now = self.clock.now_ms()
         run_at = now + int(seconds * 1000)
         captured = capture_context(self._context_vars)
         context = _encode_context(captured)
@@ -543,7 +551,7 @@ class JobService:
         cancelled or finished.
         """
         jid = parse_id(job_id)
-        result = await self.driver.cancel_job(jid, now_ms())
+        result = await self.driver.cancel_job(jid, self.clock.now_ms())
         if result == "missing":
             raise JobError.from_not_found(str(job_id))
         if result == "finished":
@@ -585,7 +593,7 @@ class JobService:
         record = await d.get_dead_letter(parse_id(dlq_id))
         if record is None:
             raise JobError.from_not_found(str(dlq_id))
-        now = now_ms()
+        now = self.clock.now_ms()
         job_id = self._ids.next()
         job = NewJob(
             id=job_id,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shardq import Config, JobService, RetryPolicy
+from shardq import Clock, Config, JobService, RetryPolicy
 
 #: Retries fast enough for tests, without jitter so schedules can be asserted.
 FAST_RETRY = RetryPolicy(base=0.01, cap=0.05, jitter=0)
@@ -17,11 +17,13 @@ ServiceFactory = Callable[..., JobService]
 
 @pytest.fixture
 def make_service(database_url: str) -> ServiceFactory:
-    """Build a JobService on this test's fresh database; settings override Config fields."""
+    """Build a JobService on this test's fresh database; settings override Config fields,
+    ``clock`` replaces the real time."""
 
-    def make(*, runner: bool = True, **settings: Any) -> JobService:
+    def make(*, runner: bool = True, clock: Clock | None = None, **settings: Any) -> JobService:
         settings.setdefault("retry", FAST_RETRY)
         settings.setdefault("prune_interval", 3600.0)
-        return JobService(config=Config(database_url=database_url, **settings), runner=runner)
+        config = Config(database_url=database_url, **settings)
+        return JobService(config=config, runner=runner, clock=clock)
 
     return make

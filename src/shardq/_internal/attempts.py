@@ -21,13 +21,13 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import ProxyTracerProvider
 
+from ..clock import SYSTEM_CLOCK, Clock
 from ..context import JobContext, reset_current, set_current
 from ..drivers.base import Outcome, StartedJob
 from ..errors import JobError
 from ..ids import Snowflake
 from ..observe import Metrics, job_span
 from ..retry import RetryPolicy
-from .clock import now_ms
 from .validation import encode_json, safe_text
 
 Handler = Callable[[Any], Any]
@@ -59,7 +59,9 @@ class AttemptRunner:
         context_vars: Collection[contextvars.ContextVar[Any]],
         threads: int,
         finished: Callable[[Outcome, Attempt], None],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._clock = clock
         self._handlers = handlers
         self._retry = retry
         self._ids = ids
@@ -105,18 +107,22 @@ class AttemptRunner:
                 with job_span(captured, self._context_vars, job.id, job.type, job.attempts):
                     result = await self._call(handler, payload, job.timeout, attempt.ctx)
             encoded = "null" if result is None else encode_json("the handler's result", result)
-            outcome = Outcome(job.id, job.attempts, "complete", now_ms(), result=encoded)
+            outcome = Outcome(
+                job.id, job.attempts, "complete", self._clock.now_ms(), result=encoded
+            )
         except asyncio.CancelledError:
             if attempt.cancel_requested:
-                outcome = Outcome(job.id, job.attempts, "cancelled", now_ms(), error="cancelled")
+                outcome = Outcome(
+                    job.id, job.attempts, "cancelled", self._clock.now_ms(), error="cancelled"
+                )
             else:
                 outcome = Outcome(
                     job.id,
                     job.attempts,
                     "retry",
-                    now_ms(),
+                    self._clock.now_ms(),
                     error="interrupted: the runner stopped or lost the shard",
-                    run_at=now_ms(),
+                    run_at=self._clock.now_ms(),
                 )
         except TimeoutError:
             outcome = self._failure(
@@ -171,7 +177,7 @@ class AttemptRunner:
         here as ``JobError(reason="Validation")``: terminal, because the same handler on the
         same payload will return it again, so retrying would only spend attempts."""
         text = _describe(error)
-        at = now_ms()
+        at = self._clock.now_ms()
         terminal = isinstance(error, JobError) and error.is_terminal
         delay = self._retry.next_delay(job.attempts, job.max_attempts, terminal)
         if delay is not None:

@@ -74,6 +74,7 @@ class Runner:
             context_vars,
             threads=min(32, config.concurrency),
             finished=self._outcomes.finished,
+            clock=clock,
         )
         self._attempts = attempts
         self._dispatch = Dispatcher(
