@@ -127,7 +127,7 @@ class Fleet:
     def _tail(self, slot: Slot) -> str:
         log = self.directory / f"runner-{slot.index}-{slot.starts}.log"
         lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
-        return " | ".join(lines[-3:])[-600:]
+        return " | ".join(lines[-6:])[-1500:]
 
     async def kill9(self, slot: Slot, restart_after: float) -> int | None:
         """SIGKILL the slot's runner, wait for its death; restart it ``restart_after`` later."""
