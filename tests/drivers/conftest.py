@@ -5,8 +5,7 @@ states behaviour the runner and ``JobService`` rely on, whatever the engine. ``e
 is parametrised over ``ENGINES``; to add an engine, teach ``shardq.drivers.connect`` its URL
 scheme and add to ``ENGINES`` a context manager that yields the URL of an empty database (its
 schema may be there already: drivers migrate on open). The engine conforms when this whole
-folder passes on it. A known defect of one engine is marked with ``known_defect`` (a strict
-expected failure there) until it is fixed.
+folder passes on it.
 """
 
 from __future__ import annotations
@@ -96,12 +95,6 @@ async def other(driver: Driver, engine_url: str) -> AsyncIterator[Driver]:
         yield d
     finally:
         await d.close()
-
-
-def known_defect(request: pytest.FixtureRequest, engine: str, reason: str) -> None:
-    """Expect this test to fail on ``engine`` (strictly: once fixed, the mark must go)."""
-    if request.node.callspec.params["engine_url"] == engine:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 class _HasId(Protocol):

@@ -237,7 +237,9 @@ class Driver(Protocol):
         """
 
     async def load_refs(self, ids: Collection[int]) -> list[JobRef]:
-        """The queued jobs among ``ids``."""
+        """The queued jobs among ``ids``, as far as this process knows: an engine may answer
+        from the announcements it heard instead of reading storage, so a job finished or
+        cancelled since may be among them (starting it then starts nothing)."""
 
     async def load_ready(
         self, shards: Collection[int] | None, priority: int, now: int, limit: int, after: int = 0
@@ -260,8 +262,10 @@ class Driver(Protocol):
         self, outcomes: Sequence[Outcome], start: Sequence[int], owner: str, now: int
     ) -> Advanced:
         """One step of a runner, in one transaction: write ``outcomes``, each only if
-        ``owner`` still runs that attempt (a ``failed`` one also inserts a dead letter), then
-        move the still-queued jobs among ``start`` to processing under ``owner``.
+        ``owner`` still runs that attempt (a ``failed`` one also inserts a dead letter), and
+        move the queued jobs among ``start`` to processing under ``owner``. ``start`` names
+        no job whose outcome is among ``outcomes`` (a step never starts the job it
+        finishes: the runner places a retried job only once its outcome is written).
 
         Either part may be empty. Finished jobs are announced to waiting processes.
         """
