@@ -17,7 +17,7 @@ Embedded on SQLite with no set-up, or a cluster of runners on PostgreSQL, with o
 from .clock import Clock, FakeClock, SystemClock
 from .config import Config
 from .context import JobContext, current_job
-from .errors import JobError
+from .errors import JobError, RunnerLockedError
 from .ids import Snowflake
 from .jobs import JobService
 from .models import (
@@ -48,6 +48,7 @@ __all__ = [
     "Priority",
     "QueueStats",
     "RetryPolicy",
+    "RunnerLockedError",
     "Snowflake",
     "Status",
     "SubmitResult",

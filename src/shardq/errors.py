@@ -1,4 +1,5 @@
-"""The one error type of shardq's public API."""
+"""The errors of shardq's public API: ``JobError`` for job operations, and
+``RunnerLockedError`` for a second runner on one embedded database."""
 
 from __future__ import annotations
 
@@ -115,3 +116,8 @@ def _describe(reason: str, job_id: str | None, cause: object) -> str:
         "Timeout": f"{subject} timed out{detail}",
     }
     return texts[reason]
+
+
+class RunnerLockedError(RuntimeError):
+    """Another process already runs jobs on this embedded (SQLite) database: start this one
+    with ``runner=False`` to submit and read only, or stop the other runner first."""

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shardq import Config, JobService
-from shardq._internal.localwake import RunnerLockedError
+from shardq import Config, JobService, RunnerLockedError
 
 ROOT = Path(__file__).resolve().parents[2]
 

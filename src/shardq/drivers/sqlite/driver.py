@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from ..._internal.localwake import Announcer, Listener, RunnerLock, socket_path, watcher_path
 from .._sql import (
     DLQ_COLUMNS,
     JOB_COLUMNS,
@@ -40,6 +39,7 @@ from ..base import (
     StartedJob,
     job_refs,
 )
+from .wake import Announcer, Listener, RunnerLock, socket_path, watcher_path
 
 T = TypeVar("T")
 log = logging.getLogger("shardq.sqlite")

@@ -17,14 +17,12 @@ import socket
 import tempfile
 from collections.abc import Callable, Iterable
 
+from ...errors import RunnerLockedError
+
 #: Longest path a Unix socket address may have on Linux, minus the terminating NUL.
 _MAX_SOCKET_PATH = 107
 #: Ids per datagram; larger announcements are sent as "rescan".
 _MAX_IDS = 200
-
-
-class RunnerLockedError(RuntimeError):
-    """Another process already runs jobs on this database."""
 
 
 def socket_path(db_path: str) -> str:
