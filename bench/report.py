@@ -51,7 +51,34 @@ def _calibration(c: dict[str, Any] | None) -> list[str]:
 
 
 def render(doc: dict[str, Any]) -> str:
+    """The whole document, one section after another."""
     r = doc["results"]
+    shardq_targets = [t for t in r if t.startswith("shardq")]
+    lines = [
+        *_header(doc),
+        *_latency_section(r),
+        *_throughput_section(r),
+        *_keys_section(r, shardq_targets),
+        *_backlog_section(doc, shardq_targets),
+        *_resources_section(r, shardq_targets),
+        *_profile_section(),
+        *["", "## Method notes", "", *NOTES],
+        *_settings_section(doc["settings"]),
+        *["", "## Targets (issue 4)", "", *_targets(doc), ""],
+    ]
+    return "\n".join(lines)
+
+
+def _settings_section(settings: dict[str, dict[str, Any]]) -> list[str]:
+    """The settings each system was measured with."""
+    rows = [
+        f"- **{t}**: " + "; ".join(f"{k}: {v}" for k, v in s.items()) for t, s in settings.items()
+    ]
+    return ["", "## Settings", "", *rows]
+
+
+def _header(doc: dict[str, Any]) -> list[str]:
+    """When, how and on what the figures were measured, and what was not measured."""
     m = doc["machine"]
     lines = [
         "# shardq benchmarks",
@@ -73,9 +100,12 @@ def render(doc: dict[str, Any]) -> str:
         lines += ["**Not measured:**", ""]
         lines += [f"- {k}: {v}" for k, v in doc["skipped"].items()]
         lines.append("")
-    targets = list(r)
+    return lines
 
-    lines += [
+
+def _latency_section(r: dict[str, Any]) -> list[str]:
+    """Submit-to-start latency of every system measured for it."""
+    lines = [
         "## Submit-to-handler-start latency",
         "",
         "One job at a time, each waited for; the handler's start time (taken inside the handler)"
@@ -84,8 +114,8 @@ def render(doc: dict[str, Any]) -> str:
         "| system | samples | p50 ms | p90 ms | p99 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for t in targets:
-        lat = r[t].get("latency")
+    for t, scenarios in r.items():
+        lat = scenarios.get("latency")
         if lat is None:
             continue
         if "error" in lat:
@@ -95,7 +125,12 @@ def render(doc: dict[str, Any]) -> str:
             f"| {t} | {lat['n']:.0f} | {_f(lat['p50_ms'])} | {_f(lat['p90_ms'])}"
             f" | {_f(lat['p99_ms'])} | {_f(lat['max_ms'])} |"
         )
-    lines += [
+    return lines
+
+
+def _throughput_section(r: dict[str, Any]) -> list[str]:
+    """Enqueue, process and concurrent rates of every system measured for them."""
+    lines = [
         "",
         "## Throughput (no-op jobs)",
         "",
@@ -108,9 +143,9 @@ def render(doc: dict[str, Any]) -> str:
         "| system | jobs | enqueue jobs/s | process jobs/s | both at once jobs/s |",
         "|---|---:|---:|---:|---:|",
     ]
-    for t in targets:
-        thr = r[t].get("throughput")
-        con = r[t].get("concurrent")
+    for t, scenarios in r.items():
+        thr = scenarios.get("throughput")
+        con = scenarios.get("concurrent")
         if thr is None and con is None:
             continue
         n = (thr or con or {}).get("params", {}).get("n")
@@ -119,33 +154,51 @@ def render(doc: dict[str, Any]) -> str:
             f" | {_f(_get(r, t, 'throughput', 'process_jobs_s'))}"
             f" | {_f(_get(r, t, 'concurrent', 'process_jobs_s'))} |"
         )
-    shardq_targets = [t for t in targets if t.startswith("shardq")]
+    return lines
+
+
+def _section(head: list[str], rows: list[str]) -> list[str]:
+    """A section of a heading, its text and a table's rows; nothing when there are no rows."""
+    return ["", *head, *rows] if rows else []
+
+
+def _measured(r: dict[str, Any], t: str, scenario: str) -> dict[str, Any] | None:
+    """One scenario's result for a target, or None when it was not measured or failed."""
+    node: dict[str, Any] | None = r[t].get(scenario)
+    return node if node and "error" not in node else None
+
+
+def _keys_section(r: dict[str, Any], shardq_targets: list[str]) -> list[str]:
+    """Process rate with per-key ordering against without it."""
     rows = []
     for t in shardq_targets:
-        keys = r[t].get("keys")
-        if keys and "error" not in keys:
+        keys = _measured(r, t, "keys")
+        if keys:
             plain = _get(r, t, "throughput", "process_jobs_s")
             ratio = keys["process_jobs_s"] / plain if plain else math.nan
             rows.append(
                 f"| {t} | {_f(keys['params']['n'])} | {keys['params']['keys']}"
                 f" | {_f(plain)} | {_f(keys['process_jobs_s'])} | {_f(ratio)} |"
             )
-    if rows:
-        lines += [
-            "",
-            "## Per-key ordering cost",
-            "",
-            "The same process measurement with every job given one of 1,000 keys (one at a time"
-            " per key, in submit order) versus no keys.",
-            "",
-            "| system | jobs | keys | no keys jobs/s | with keys jobs/s | ratio |",
-            "|---|---:|---:|---:|---:|---:|",
-            *rows,
-        ]
+    head = [
+        "## Per-key ordering cost",
+        "",
+        "The same process measurement with every job given one of 1,000 keys (one at a time"
+        " per key, in submit order) versus no keys.",
+        "",
+        "| system | jobs | keys | no keys jobs/s | with keys jobs/s | ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    return _section(head, rows)
+
+
+def _backlog_section(doc: dict[str, Any], shardq_targets: list[str]) -> list[str]:
+    """Critical-job latency on an idle runner against behind a backlog."""
+    r = doc["results"]
     rows = []
     for t in shardq_targets:
-        b = r[t].get("backlog")
-        if b and "error" not in b:
+        b = _measured(r, t, "backlog")
+        if b:
             rows.append(
                 f"| {t} | {_f(b['params']['backlog'])} | {_f(b['idle']['p50_ms'])}"
                 f" | {_f(b['idle']['p99_ms'])} | {_f(b['behind_backlog']['p50_ms'])}"
@@ -153,50 +206,38 @@ def render(doc: dict[str, Any]) -> str:
                 f" | {_run_ratios(doc, t)}"
                 f" | {_f(b['low_queued_before'])} -> {_f(b['low_queued_after'])} |"
             )
-    if rows:
-        lines += [
-            "",
-            "## Priority under backlog",
-            "",
-            "Critical jobs one at a time on an idle runner, then the same behind a backlog of low"
-            " jobs submitted to the same runner (which is busy draining them meanwhile).",
-            "",
-            "| system | low backlog | idle p50 ms | idle p99 ms | behind p50 ms"
-            " | behind p99 ms | p99 ratio | ratio of each run | low queued (start -> end) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-            *rows,
-        ]
+    head = [
+        "## Priority under backlog",
+        "",
+        "Critical jobs one at a time on an idle runner, then the same behind a backlog of low"
+        " jobs submitted to the same runner (which is busy draining them meanwhile).",
+        "",
+        "| system | low backlog | idle p50 ms | idle p99 ms | behind p50 ms"
+        " | behind p99 ms | p99 ratio | ratio of each run | low queued (start -> end) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    return _section(head, rows)
+
+
+def _resources_section(r: dict[str, Any], shardq_targets: list[str]) -> list[str]:
+    """A runner's peak memory on a large queue and its CPU when idle."""
     rows = []
     for t in shardq_targets:
-        mem = r[t].get("memory")
-        idle = r[t].get("idle")
-        if mem and "error" not in mem:
+        mem = _measured(r, t, "memory")
+        idle = _measured(r, t, "idle")
+        if mem:
             rows.append(
                 f"| {t} | memory: peak RSS of a runner process started on"
                 f" {_f(mem['queued'])} queued jobs, run {mem['params']['hold']} s"
                 f" ({_f(mem['processed'])} processed) | {_f(mem['runner_peak_rss_mb'], 1)} MB |"
             )
-        if idle and "error" not in idle:
+        if idle:
             rows.append(
                 f"| {t} | idle: CPU of a started runner with nothing to do, over"
                 f" {_f(idle['seconds'], 1)} s | {_f(idle['core_pct'], 3)} % of a core |"
             )
-    if rows:
-        lines += [
-            "",
-            "## Resources",
-            "",
-            "| system | measurement | value |",
-            "|---|---|---:|",
-            *rows,
-        ]
-    lines += _profile_section()
-    lines += ["", "## Method notes", "", *NOTES]
-    lines += ["", "## Settings", ""]
-    for t, s in doc["settings"].items():
-        lines.append(f"- **{t}**: " + "; ".join(f"{k}: {v}" for k, v in s.items()))
-    lines += ["", "## Targets (issue 4)", "", *_targets(doc), ""]
-    return "\n".join(lines)
+    head = ["## Resources", "", "| system | measurement | value |", "|---|---|---:|"]
+    return _section(head, rows)
 
 
 NOTES = [
@@ -246,71 +287,115 @@ def _profile_section() -> list[str]:
     return out
 
 
+def _met(name: str, measured: str, ok: bool | None) -> str:
+    """One row of the targets table: what, the figure, and yes / no / - (not judged)."""
+    return f"| {name} | {measured} | {'-' if ok is None else ('yes' if ok else 'no')} |"
+
+
+#: shardq's two modes: result key, label, p50 target (ms) and process target (jobs/s).
+MODES = (
+    ("shardq-sqlite", "embedded", 1.0, 30_000),
+    ("shardq-postgres", "PostgreSQL", 2.0, 10_000),
+)
+
+
 def _targets(doc: dict[str, Any]) -> list[str]:
+    """The targets table: every target of both modes, met or not."""
     r = doc["results"]
     out = ["| target | measured | met |", "|---|---|:---:|"]
-
-    def row(name: str, measured: str, ok: bool | None) -> None:
-        out.append(f"| {name} | {measured} | {'-' if ok is None else ('yes' if ok else 'no')} |")
-
-    peers = [t for t in r if not t.startswith("shardq")]
-    durable_peers = [p for p in peers if p in ("procrastinate", "pgqueuer")]
-
-    def best(scenario: str) -> tuple[float, str]:
-        values = [(_get(r, p, scenario, "process_jobs_s") or 0, p) for p in peers]
-        return max(values, default=(0, ""))
-
-    for t, label, p50_t, tput_t in (
-        ("shardq-sqlite", "embedded", 1.0, 30_000),
-        ("shardq-postgres", "PostgreSQL", 2.0, 10_000),
-    ):
+    for t, label, p50_t, tput_t in MODES:
         if t not in r:
-            row(f"{label}: all", "not measured", None)
+            out.append(_met(f"{label}: all", "not measured", None))
             continue
-        p50 = _get(r, t, "latency", "p50_ms")
-        p99 = _get(r, t, "latency", "p99_ms")
-        tput = _get(r, t, "throughput", "process_jobs_s")
-        if p50 is not None:
-            row(f"{label}: p50 < {p50_t:g} ms", f"{_f(p50)} ms", p50 < p50_t)
-            row(f"{label}: p99 < 5 ms", f"{_f(p99)} ms", p99 < 5)
-        if tput is not None:
-            row(f"{label}: >= {tput_t:,} jobs/s processed", f"{_f(tput)} jobs/s", tput >= tput_t)
-            for scenario, what in (("throughput", "process"), ("concurrent", "both at once")):
-                mine = _get(r, t, scenario, "process_jobs_s")
-                top, name = best(scenario)
-                if mine is not None and top:
-                    row(
-                        f"{label}: >= 3x best peer's jobs/s ({what})",
-                        f"{_f(mine / top)}x ({_f(mine)} vs {name} {_f(top)} jobs/s)",
-                        mine >= 3 * top,
-                    )
-        worst = [_get(r, p, "latency", "p99_ms") for p in durable_peers]
-        worst = [w for w in worst if w is not None]
-        if p99 is not None and worst:
-            row(
-                f"{label}: p99 lower than every durable (PostgreSQL) peer",
-                f"{_f(p99)} ms vs lowest peer p99 {_f(min(worst))} ms",
-                p99 < min(worst),
+        out += _latency_targets(r, t, label, p50_t)
+        out += _throughput_targets(r, t, label, tput_t)
+        out += _peer_latency_target(r, t, label)
+        out += _resource_targets(r, t, label)
+    return out
+
+
+def _latency_targets(r: dict[str, Any], t: str, label: str, p50_t: float) -> list[str]:
+    p50 = _get(r, t, "latency", "p50_ms")
+    if p50 is None:
+        return []
+    p99 = _get(r, t, "latency", "p99_ms")
+    return [
+        _met(f"{label}: p50 < {p50_t:g} ms", f"{_f(p50)} ms", p50 < p50_t),
+        _met(f"{label}: p99 < 5 ms", f"{_f(p99)} ms", p99 < 5),
+    ]
+
+
+def _best_peer(r: dict[str, Any], scenario: str) -> tuple[float, str]:
+    """The fastest peer's process rate in a scenario, and its name (0 and "" when none)."""
+    peers = [t for t in r if not t.startswith("shardq")]
+    values = [(_get(r, p, scenario, "process_jobs_s") or 0, p) for p in peers]
+    return max(values, default=(0, ""))
+
+
+def _throughput_targets(r: dict[str, Any], t: str, label: str, tput_t: int) -> list[str]:
+    tput = _get(r, t, "throughput", "process_jobs_s")
+    if tput is None:
+        return []
+    out = [_met(f"{label}: >= {tput_t:,} jobs/s processed", f"{_f(tput)} jobs/s", tput >= tput_t)]
+    for scenario, what in (("throughput", "process"), ("concurrent", "both at once")):
+        mine = _get(r, t, scenario, "process_jobs_s")
+        top, name = _best_peer(r, scenario)
+        if mine is not None and top:
+            out.append(
+                _met(
+                    f"{label}: >= 3x best peer's jobs/s ({what})",
+                    f"{_f(mine / top)}x ({_f(mine)} vs {name} {_f(top)} jobs/s)",
+                    mine >= 3 * top,
+                )
             )
-        b = r[t].get("backlog")
-        if b and "error" not in b:
-            row(
+    return out
+
+
+def _peer_latency_target(r: dict[str, Any], t: str, label: str) -> list[str]:
+    """p99 against the durable (PostgreSQL) peers' lowest p99."""
+    p99 = _get(r, t, "latency", "p99_ms")
+    durable_peers = [p for p in r if p in ("procrastinate", "pgqueuer")]
+    worst = [_get(r, p, "latency", "p99_ms") for p in durable_peers]
+    worst = [w for w in worst if w is not None]
+    if p99 is None or not worst:
+        return []
+    return [
+        _met(
+            f"{label}: p99 lower than every durable (PostgreSQL) peer",
+            f"{_f(p99)} ms vs lowest peer p99 {_f(min(worst))} ms",
+            p99 < min(worst),
+        )
+    ]
+
+
+def _resource_targets(r: dict[str, Any], t: str, label: str) -> list[str]:
+    """Priority under backlog, memory and idle CPU, each when measured."""
+    out = []
+    b = _measured(r, t, "backlog")
+    if b:
+        out.append(
+            _met(
                 f"{label}: critical behind backlog p99 within 2x idle",
                 f"{_f(b['p99_ratio'])}x",
                 b["p99_ratio"] <= 2,
             )
-        mem = r[t].get("memory")
-        if mem and "error" not in mem:
-            row(
+        )
+    mem = _measured(r, t, "memory")
+    if mem:
+        out.append(
+            _met(
                 f"{label}: runner RSS < 300 MB with {_f(mem['queued'])} queued",
                 f"{_f(mem['runner_peak_rss_mb'], 1)} MB",
                 mem["runner_peak_rss_mb"] < 300,
             )
-        idle = r[t].get("idle")
-        if idle and "error" not in idle:
-            row(
+        )
+    idle = _measured(r, t, "idle")
+    if idle:
+        out.append(
+            _met(
                 f"{label}: idle runner < 1% of a core",
                 f"{_f(idle['core_pct'], 3)} %",
                 idle["core_pct"] < 1,
             )
+        )
     return out
