@@ -102,12 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.register(sub)
     for register in _extensions():
         register(sub)
-    _accept_global_options_anywhere(sub)
+    accept_global_options(sub)
     return parser
 
 
-def _accept_global_options_anywhere(sub: Any) -> None:
-    """Let ``shardq demo --json`` mean ``shardq --json demo`` (and so for every command)."""
+def accept_global_options(sub: Any) -> None:
+    """Let ``shardq demo --json`` mean ``shardq --json demo``: the global options are taken
+    by every command of ``sub`` too (a command with subcommands of its own calls this for
+    them)."""
     for p in set(sub.choices.values()):
         p.add_argument(
             "--database-url", metavar="URL", default=argparse.SUPPRESS, help=argparse.SUPPRESS
@@ -116,9 +118,6 @@ def _accept_global_options_anywhere(sub: Any) -> None:
             p.add_argument(
                 flag, action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
             )
-        for action in p._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                _accept_global_options_anywhere(action)
 
 
 def _extensions() -> list[Callable[[Any], None]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..drivers import connect
 from ..models import JobStatusResponse
-from . import command, database_url, emit, service
+from . import accept_global_options, command, database_url, emit, service
 
 
 def register(sub: Any) -> None:
@@ -90,6 +90,7 @@ def register(sub: Any) -> None:
     p.add_argument("dlq_id", metavar="ID", nargs="?", help="the dead-letter id (see 'dlq list')")
     p.add_argument("--all", action="store_true", help="replay every dead letter not yet replayed")
     p.set_defaults(run=dlq_replay)
+    accept_global_options(dsub)
 
 
 async def migrate(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run_demo)
 
 
-class _Recorder:
+class Recorder:
     """What the demo's handlers saw, to check the summary against."""
 
     def __init__(self) -> None:
@@ -69,7 +69,7 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[i]
 
 
-def build_service(url: str, concurrency: int, rec: _Recorder, rng: random.Random) -> JobService:
+def build_service(url: str, concurrency: int, rec: Recorder, rng: random.Random) -> JobService:
     """The demo's JobService and handlers."""
     # Fast retries so the demo's failures play out in seconds, not minutes.
     config = Config(
@@ -171,7 +171,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     if args.jobs < 1 or args.accounts < 1 or args.concurrency < 1 or args.probes < 0:
         raise ValueError("--jobs, --accounts and --concurrency must be positive, --probes >= 0")
     rng = random.Random(args.seed)
-    rec = _Recorder()
+    rec = Recorder()
     url = database_url(args)
     jobs = build_service(url, args.concurrency, rec, rng)
     specs = workload(args.jobs, args.accounts, rng)

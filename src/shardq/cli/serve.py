@@ -155,10 +155,10 @@ def build_jobs(args: argparse.Namespace) -> JobService:
 
 def build_demo_service(url: str, concurrency: int) -> JobService:
     """The demo's handlers, plus a slow ``video.transcode`` so there is something to cancel."""
-    from .demo import _Recorder, build_service
+    from .demo import Recorder, build_service
 
     rng = random.Random()
-    rec = _Recorder()
+    rec = Recorder()
     jobs = build_service(url, concurrency, rec, rng)
 
     def forget(job_id: str, status: str) -> None:
