@@ -200,40 +200,101 @@ def log(msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     if args.report_only:
-        (ROOT / "BENCHMARKS.md").write_text(report.render(json.loads(args.output.read_text())))
-        log("wrote BENCHMARKS.md")
+        _write_report(json.loads(args.output.read_text()))
         return 0
-    sizes = {k: dict(v) for k, v in (QUICK if args.quick else FULL).items()}
-    if args.jobs:
-        for k in ("throughput", "concurrent", "keys"):
-            sizes[k]["n"] = args.jobs
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         print(f"unknown scenario(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
-    targets = [f"shardq-{m}" for m in args.modes.split(",") if m]
-    peers = [p for p in args.peers.split(",") if p and p != "none"]
     skipped: dict[str, str] = {}
+    targets = _available_targets([f"shardq-{m}" for m in args.modes.split(",") if m], skipped)
+    peers = _available_peers([p for p in args.peers.split(",") if p and p != "none"], skipped)
+
+    started = dt.datetime.now(dt.UTC)
+    calibration = {"start": calibrate()}
+    log(f"calibration: {calibration['start']}")
+    plan: list[tuple[str, Path | str]] = [(t, sys.executable) for t in targets] + [
+        (p, PEER_PYTHON) for p in peers
+    ]
+    results, raw = _measure(args, scenarios, plan)
+    calibration["end"] = calibrate()
+    log(f"calibration: {calibration['end']}")
+    command = "scripts/bench " + shlex.join(argv)
+    doc = {
+        "date": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command.strip(),
+        "runs": args.runs,
+        "quick": args.quick,
+        "commit": commit(),
+        "machine": {**machine(), "calibration": calibration},
+        "versions": _versions(targets, peers),
+        "settings": _settings(targets, peers),
+        "skipped": skipped,
+        "results": results,
+        "raw": raw,
+    }
+    _write_results(doc, args.output, started)
+    if not args.no_report:
+        _write_report(doc)
+    return 0
+
+
+def _write_report(doc: dict[str, Any]) -> None:
+    (ROOT / "BENCHMARKS.md").write_text(report.render(doc))
+    log("wrote BENCHMARKS.md")
+
+
+def _write_results(doc: dict[str, Any], output: Path, started: dt.datetime) -> None:
+    """The results document, at ``output`` and in a copy named after the start time."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
+    output.write_text(text)
+    dated = output.parent / f"{started.strftime('%Y-%m-%dT%H%M%SZ')}.json"
+    dated.write_text(text)
+    log(f"wrote {output} and {dated}")
+
+
+def _available_targets(targets: list[str], skipped: dict[str, str]) -> list[str]:
+    """The shardq targets whose probe succeeds; the others go to ``skipped`` with the reason."""
     for t in targets:
         probe = run_one(sys.executable, t, "probe", {})
         if "error" in probe:
             skipped[t] = probe["error"]
             log(f"skipping {t}: {probe['error']}")
-    targets = [t for t in targets if t not in skipped]
+    return [t for t in targets if t not in skipped]
+
+
+def _available_peers(peers: list[str], skipped: dict[str, str]) -> list[str]:
+    """The peers, or none (each in ``skipped``) when their environment is missing."""
     if peers and not PEER_PYTHON.exists():
         for p in peers:
             skipped[p] = "peer environment missing (scripts/bench creates it)"
-        peers = []
+        return []
+    return peers
 
-    started = dt.datetime.now(dt.UTC)
-    calibration = {"start": calibrate()}
-    log(f"calibration: {calibration['start']}")
+
+def _sizes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each scenario's parameters: full or quick sizes, with ``--jobs`` applied."""
+    sizes = {k: dict(v) for k, v in (QUICK if args.quick else FULL).items()}
+    if args.jobs:
+        for k in ("throughput", "concurrent", "keys"):
+            sizes[k]["n"] = args.jobs
+    return sizes
+
+
+def _measure(
+    args: argparse.Namespace, scenarios: list[str], plan: list[tuple[str, Path | str]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every scenario for every target of the plan, ``--runs`` times each: the medians per
+    target and scenario, and every run's result."""
+    sizes = _sizes(args)
     results: dict[str, Any] = {}
     raw: dict[str, Any] = {}
-    plan = [(t, sys.executable) for t in targets] + [(p, PEER_PYTHON) for p in peers]
     for scenario in scenarios:
         for target, python in plan:
             if target in PEERS and scenario not in PEER_SCENARIOS:
@@ -249,40 +310,13 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(r)
             raw.setdefault(target, {})[scenario] = runs
             results.setdefault(target, {})[scenario] = {"params": params, **median_of(runs)}
-
-    calibration["end"] = calibrate()
-    log(f"calibration: {calibration['end']}")
-    command = "scripts/bench " + shlex.join(sys.argv[1:] if argv is None else argv)
-    doc = {
-        "date": started.isoformat(timespec="seconds"),
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": command.strip(),
-        "runs": args.runs,
-        "quick": args.quick,
-        "commit": commit(),
-        "machine": {**machine(), "calibration": calibration},
-        "versions": _versions(targets, peers),
-        "settings": _settings(targets, peers),
-        "skipped": skipped,
-        "results": results,
-        "raw": raw,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(doc, indent=2, sort_keys=False) + "\n"
-    args.output.write_text(text)
-    dated = args.output.parent / f"{started.strftime('%Y-%m-%dT%H%M%SZ')}.json"
-    dated.write_text(text)
-    log(f"wrote {args.output} and {dated}")
-    if not args.no_report:
-        (ROOT / "BENCHMARKS.md").write_text(report.render(doc))
-        log("wrote BENCHMARKS.md")
-    return 0
+    return results, raw
 
 
 def _brief(r: dict[str, Any]) -> str:
     if "error" in r:
-        return "ERROR " + r["error"]
-    keys = ("p50_ms", "p99_ms", "enqueue_jobs_s", "process_jobs_s", "p99_ratio")
+        return "ERROR " + str(r["error"])
+    keys: tuple[str, ...] = ("p50_ms", "p99_ms", "enqueue_jobs_s", "process_jobs_s", "p99_ratio")
     keys += ("runner_peak_rss_mb", "core_pct")
     parts = [f"{k}={r[k]:.4g}" for k in keys if isinstance(r.get(k), int | float)]
     return " ".join(parts) or json.dumps(r)[:200]
