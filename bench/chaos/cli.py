@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import shutil
 import signal
@@ -28,6 +29,7 @@ from .check import Fault, Job, Run, check_run, dumps, median_summary, read_execu
 from .faults import ROOT, Faults, Fleet, clock
 
 RESULTS = ROOT / "bench" / "results"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @dataclass
@@ -440,50 +442,74 @@ def _sigterm_interrupts() -> Iterator[None]:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, interrupt)
+    # SIGINT too: a shell starting the suite in the background leaves SIGINT ignored.
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _run_all(
+    args: argparse.Namespace, seed: int, engines: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every run asked for; the results and the engines skipped (with why)."""
+    results: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    for engine in engines:
+        problem = server_problem() if engine == "postgres" else None
+        if problem is not None:
+            if IN_CI:
+                raise RuntimeError(f"CI=true but PostgreSQL cannot run: {problem}")
+            print(f"SKIPPING postgres: {problem}", flush=True)
+            skipped[engine] = problem
+            continue
+        for i in range(args.runs):
+            opts = options(args, engine, seed + i)
+            print(f"{engine}: run {i + 1}/{args.runs}, seed {opts.seed}, "
+                  f"{opts.duration:.0f} s", flush=True)  # fmt: skip
+            limit = opts.duration + opts.settle_timeout + 180
+            r = asyncio.run(asyncio.wait_for(run_engine(opts), limit))
+            print(summary(r), flush=True)
+            results.append(r)
+    return results, skipped
+
+
+def _write(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    for e, m in out["medians"].items():
+        if m["runs"] > 1:
+            print(f"{e} medians over {m['runs']} runs: {json.dumps(m)}")
+    if args.json is not None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = Path(args.json) if args.json else RESULTS / f"chaos-{stamp}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(dumps(out) + "\n")
+        print(f"results: {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the suite; 0 when every check held, 1 when one failed, 2 when it could not run."""
-    import os
-
+    """Run the suite; 0 when every check held, 1 when one failed, 2 when it could not run
+    (130 when interrupted; its processes and server are cleaned up either way)."""
     p = parser()
     args = p.parse_args(argv)
     _validate(p, args)
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     engines = ["postgres", "sqlite"] if args.engine == "both" else [args.engine]
-    print(
-        f"shardq chaos: seed {seed}, commit {_commit()}, shardq from "
-        f"{Path(shardq.__file__).parent}",
-        flush=True,
-    )
-    results: list[dict[str, Any]] = []
-    skipped: dict[str, str] = {}
-    with _sigterm_interrupts():
-        for engine in engines:
-            problem = server_problem() if engine == "postgres" else None
-            if problem is not None:
-                if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-                    print(f"CI=true but PostgreSQL cannot run: {problem}", file=sys.stderr)
-                    return 2
-                print(f"SKIPPING postgres: {problem}", flush=True)
-                skipped[engine] = problem
-                continue
-            for i in range(args.runs):
-                opts = options(args, engine, seed + i)
-                print(f"{engine}: run {i + 1}/{args.runs}, seed {opts.seed}, "
-                      f"{opts.duration:.0f} s", flush=True)  # fmt: skip
-                limit = opts.duration + opts.settle_timeout + 180
-                r = asyncio.run(asyncio.wait_for(run_engine(opts), limit))
-                print(summary(r), flush=True)
-                results.append(r)
+    origin = Path(shardq.__file__).parent
+    print(f"shardq chaos: seed {seed}, commit {_commit()}, shardq from {origin}", flush=True)
+    try:
+        with _sigterm_interrupts():
+            results, skipped = _run_all(args, seed, engines)
+    except KeyboardInterrupt:
+        print("chaos: interrupted (processes and the private server are gone)", file=sys.stderr)
+        return 130
+    except Exception as e:  # the run itself failed: set-up, a server that would not start
+        print(f"chaos: could not run: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
     out: dict[str, Any] = {
         "commit": _commit(),
-        "shardq_from": str(Path(shardq.__file__).parent),
+        "shardq_from": str(origin),
         "seed": seed,
         "argv": sys.argv[1:] if argv is None else argv,
         "skipped": skipped,
@@ -495,14 +521,6 @@ def main(argv: list[str] | None = None) -> int:
         },
         "ok": all(r["ok"] for r in results),
     }
-    if args.runs > 1:
-        for e, m in out["medians"].items():
-            print(f"{e} medians over {m['runs']} runs: {json.dumps(m)}")
-    if args.json is not None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        path = Path(args.json) if args.json else RESULTS / f"chaos-{stamp}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(dumps(out) + "\n")
-        print(f"results: {path}")
+    _write(args, out)
     print("chaos: every check held" if out["ok"] else "chaos: CHECKS FAILED", flush=True)
     return 0 if out["ok"] else 1

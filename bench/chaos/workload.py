@@ -65,36 +65,53 @@ class Mix:
         self.seq += 1
         return {"s": self.submitter, "q": self.seq, "ms": ms, "x": expect, **extra}
 
+    def _maybe_key(self) -> str | None:
+        return self._key() if self.rng.random() < 0.5 else None
+
     def next(self) -> Submit:
         """The next submit of the mix (shares in the comments)."""
         r = self.rng.random()
+        prio = self.rng.choice(PRIORITIES)
+        if r < 0.74:
+            return self._plain(r, prio)
+        if r < 0.91:
+            return self._eventful(r)
+        return self._pressing(r)
+
+    def _plain(self, r: float, prio: Priority) -> Submit:
         rng = self.rng
-        prio = rng.choice(PRIORITIES)
         if r < 0.30:  # a keyed job
             return Submit([self._item(rng.randint(1, 20))], key=self._key(), priority=prio)
         if r < 0.38:  # a keyed batch: its items run in batch order
-            key: str | None = self._key()
+            key = self._key()
             return Submit([self._item(rng.randint(0, 5)) for _ in range(rng.randint(2, 5))], key)
         if r < 0.66:  # an unkeyed job
             return Submit([self._item(rng.randint(0, 20))], priority=prio)
-        if r < 0.74:  # an unkeyed batch
-            return Submit([self._item(rng.randint(0, 5)) for _ in range(rng.randint(5, 20))])
+        # an unkeyed batch
+        return Submit([self._item(rng.randint(0, 5)) for _ in range(rng.randint(5, 20))])
+
+    def _eventful(self, r: float) -> Submit:
+        rng = self.rng
         if r < 0.82:  # fails once or twice, then completes
-            key = self._key() if rng.random() < 0.5 else None
+            key = self._maybe_key()
             return Submit([self._item(rng.randint(1, 10), fail=rng.randint(1, 2))], key=key)
         if r < 0.85:  # dead-lettered: refused at once, or out of attempts
-            key = self._key() if rng.random() < 0.5 else None
+            key = self._maybe_key()
             if rng.random() < 0.5:
                 return Submit([self._item(2, "failed", bad=True)], key=key)
             return Submit([self._item(2, "failed", fail=99)], key=key, max_attempts=2)
-        if r < 0.91:  # delayed
-            return Submit([self._item(rng.randint(1, 10))], delay=rng.uniform(0.2, 1.5))
+        # delayed
+        return Submit([self._item(rng.randint(1, 10))], delay=rng.uniform(0.2, 1.5))
+
+    def _pressing(self, r: float) -> Submit:
+        rng = self.rng
         if r < 0.95:  # long: likely in flight when a runner dies, and holds its key
-            key = self._key() if rng.random() < 0.5 else None
+            key = self._maybe_key()
             return Submit([self._item(rng.randint(800, 2500))], key=key)
         if r < 0.97:  # a burst on a hot key: a backlog for a runner taking the key over
             burst = [self._item(rng.randint(0, 3)) for _ in range(rng.randint(10, 30))]
             return Submit(burst, key=rng.choice(self.hot))
+        # a dedupe key from the pool every submitter shares
         dedupe = f"dd-{self.dedupe_tag}-{rng.randrange(self.dedupe_pool)}"
         return Submit([self._item(rng.randint(1, 10))], dedupe=dedupe)
 
