@@ -23,6 +23,32 @@ START_SQL = b"attempts = j.attempts + 1"
 READY_FOR_QUERY = b"Z\x00\x00\x00\x05"
 
 
+class FrontendFrames:
+    """Splits the client-to-server byte stream into whole messages: untyped ones (a length,
+    then a code) until the startup message, then a type byte and a length."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._typed = False
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The messages ``data`` completes, in order; a partial one waits for more."""
+        self._buf += data
+        out = []
+        while (size := self._next_size()) is not None and len(self._buf) >= size:
+            msg, self._buf = self._buf[:size], self._buf[size:]
+            if not self._typed:
+                code = int.from_bytes(msg[4:8], "big")
+                self._typed = code not in (80877103, 80877104)  # SSL / GSS requests
+            out.append(msg)
+        return out
+
+    def _next_size(self) -> int | None:
+        if not self._typed:
+            return int.from_bytes(self._buf[:4], "big") if len(self._buf) >= 8 else None
+        return 1 + int.from_bytes(self._buf[1:5], "big") if len(self._buf) >= 5 else None
+
+
 class ReplyCutter:
     """A TCP proxy to PostgreSQL. Armed with a piece of SQL, it watches for the message that
     prepares it, forwards the next one (which runs it) and, once the server has answered
@@ -50,66 +76,69 @@ class ReplyCutter:
 
     async def _accept(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         sr, sw = await asyncio.open_connection(self.host, self.port)
-        running = asyncio.Event()
-
-        def shut() -> None:
-            for w in (cw, sw):
-                with contextlib.suppress(Exception):
-                    w.transport.abort()
-
-        async def upstream() -> None:
-            # Frontend messages: untyped ones until the startup message, then a type byte
-            # and a length. The statement to cut is named in its Parse ('P': name, SQL) and
-            # run by a Bind ('B': portal, statement name) that names it.
-            buf = b""
-            typed = False
-            statement: bytes | None = None
-            while data := await cr.read(65536):
-                buf += data
-                while True:
-                    if not typed:
-                        if len(buf) < 8:
-                            break
-                        size = int.from_bytes(buf[:4], "big")
-                        code = int.from_bytes(buf[4:8], "big")
-                        typed = code not in (80877103, 80877104)  # SSL / GSS requests
-                    else:
-                        if len(buf) < 5:
-                            break
-                        size = 1 + int.from_bytes(buf[1:5], "big")
-                    if len(buf) < size:
-                        break
-                    msg, buf = buf[:size], buf[size:]
-                    if msg[:1] == b"P" and self.marker is not None and self.marker in msg:
-                        self.marker = None
-                        statement = msg[5 : msg.index(b"\0", 5)]
-                    elif msg[:1] == b"B" and statement is not None:
-                        portal_end = msg.index(b"\0", 5)
-                        if msg[portal_end + 1 : msg.index(b"\0", portal_end + 1)] == statement:
-                            running.set()
-                    sw.write(msg)
-                await sw.drain()
-            shut()
-
-        async def downstream() -> None:
-            held = b""
-            while data := await sr.read(65536):
-                if running.is_set():
-                    held += data
-                    if READY_FOR_QUERY in held:
-                        shut()
-                        self.cut.set()
-                        return
-                    continue
-                cw.write(data)
-                await cw.drain()
-            shut()
-
-        pumps = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        link = Link(self, cr, cw, sr, sw)
+        pumps = [asyncio.create_task(link.upstream()), asyncio.create_task(link.downstream())]
         for t in pumps:
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
         await asyncio.gather(*pumps, return_exceptions=True)
+
+
+class Link:
+    """One client connection relayed to the server by a ``ReplyCutter``."""
+
+    def __init__(
+        self,
+        cutter: ReplyCutter,
+        cr: asyncio.StreamReader,
+        cw: asyncio.StreamWriter,
+        sr: asyncio.StreamReader,
+        sw: asyncio.StreamWriter,
+    ) -> None:
+        self.cutter = cutter
+        self.cr, self.cw, self.sr, self.sw = cr, cw, sr, sw
+        self.running = asyncio.Event()
+        self.statement: bytes | None = None
+
+    def shut(self) -> None:
+        for w in (self.cw, self.sw):
+            with contextlib.suppress(Exception):
+                w.transport.abort()
+
+    async def upstream(self) -> None:
+        frames = FrontendFrames()
+        while data := await self.cr.read(65536):
+            for msg in frames.feed(data):
+                self._watch(msg)
+                self.sw.write(msg)
+            await self.sw.drain()
+        self.shut()
+
+    def _watch(self, msg: bytes) -> None:
+        # The statement to cut is named in its Parse ('P': name, SQL) and run by a Bind
+        # ('B': portal, statement name) that names it.
+        marker = self.cutter.marker
+        if msg[:1] == b"P" and marker is not None and marker in msg:
+            self.cutter.marker = None
+            self.statement = msg[5 : msg.index(b"\0", 5)]
+        elif msg[:1] == b"B" and self.statement is not None:
+            portal_end = msg.index(b"\0", 5)
+            if msg[portal_end + 1 : msg.index(b"\0", portal_end + 1)] == self.statement:
+                self.running.set()
+
+    async def downstream(self) -> None:
+        held = b""
+        while data := await self.sr.read(65536):
+            if self.running.is_set():
+                held += data
+                if READY_FOR_QUERY in held:
+                    self.shut()
+                    self.cutter.cut.set()
+                    return
+                continue
+            self.cw.write(data)
+            await self.cw.drain()
+        self.shut()
 
 
 async def test_a_start_whose_reply_was_lost_is_undone_and_each_job_runs_once(
