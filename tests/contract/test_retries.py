@@ -180,11 +180,6 @@ async def test_replay_runs_a_dead_letter_again_once(make_service: ServiceFactory
 UNDECODABLE = b"caf\xff".decode("utf-8", "surrogateescape")
 
 
-class _Unprintable(Exception):
-    def __str__(self) -> str:
-        raise RuntimeError("no text for you")
-
-
 def _deep(depth: int) -> Any:
     value: Any = "leaf"
     for _ in range(depth):
@@ -199,7 +194,6 @@ def _deep(depth: int) -> Any:
         (lambda: ValueError("nul \x00 inside"), "ValueError: nul \\x00 inside"),
         (lambda: JobError.from_validation(None, f"bad {UNDECODABLE}"), "caf\\udcff"),
         (lambda: ValueError("x" * 1_000_000), "ValueError: xxx"),
-        (_Unprintable, "_Unprintable"),
     ],
 )
 async def test_a_poison_error_message_is_stored_safely_and_other_jobs_still_run(

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from shardq import JobError
+from shardq._internal.attempts import _describe
 from shardq._internal.validation import (
     MAX_DEPTH,
     MAX_ERROR_CHARS,
@@ -101,3 +102,13 @@ def test_ids() -> None:
         with pytest.raises(JobError) as info:
             parse_id(bad)
         assert info.value.reason == "NotFound"
+
+
+def test_an_attempts_error_text_is_had_even_when_the_exception_will_not_say() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text for you")
+
+    assert _describe(Unprintable()) == "Unprintable"
+    assert _describe(ValueError("bad \udcff")) == "ValueError: bad \\udcff"
+    assert _describe(JobError.from_validation(None, "x\x00")) == "Validation: invalid job: x\\x00"
