@@ -269,6 +269,41 @@ def check_dedupe(run: Run) -> dict[str, Any]:
     return out
 
 
+#: How long before a crash of the PostgreSQL server a start may be erased by it: starts
+#: commit asynchronously, flushed within three ``wal_writer_delay`` (600 ms), with room.
+CRASH_WINDOW = 1.0
+SERVER_CRASHES = ("pg_crash", "cold_start")
+
+
+def check_attempts(run: Run, by_job: dict[str, list[Execution]]) -> dict[str, Any]:
+    """Every execution of a job ran as an attempt of its own, so the history shows each one;
+    except (documented) an attempt started just before a crash of the PostgreSQL server,
+    whose start the crash erased: the re-run then has the same attempt number."""
+    crashes = [f.at for f in run.faults if f.kind in SERVER_CRASHES]
+    problems: list[dict[str, Any]] = []
+    erased = 0
+    for job, runs in by_job.items():
+        seen: dict[int, Execution] = {}
+        for e in sorted(runs, key=lambda e: e.start):
+            first = seen.setdefault(e.attempt, e)
+            if first is e:
+                continue
+            if any(first.start - SLACK <= c <= first.start + CRASH_WINDOW for c in crashes):
+                erased += 1
+                continue
+            problems.append(
+                {
+                    "job": job,
+                    "problem": f"attempt {e.attempt} ran twice",
+                    "pids": [first.pid, e.pid],
+                    "apart_s": round(e.start - first.start, 3),
+                }
+            )
+    out = _result(problems)
+    out["erased_by_server_crash"] = erased
+    return out
+
+
 def check_runner_exits(run: Run) -> dict[str, Any]:
     """No runner exited unless told to, and each one told to drain exited with status 0."""
     return _result(run.runner_exits)
@@ -346,6 +381,7 @@ def check_run(run: Run) -> dict[str, Any]:
         "lost": lost,
         "double_terminal": check_double_terminal(run, by_job),
         "key_order": check_key_order(run, by_job),
+        "attempts": check_attempts(run, by_job),
         "dedupe": check_dedupe(run),
         "runner_exits": check_runner_exits(run),
     }

@@ -341,6 +341,12 @@ def summary(r: dict[str, Any]) -> str:
             f"violations over {ko['keys']} keys ({ko['out_of_order']} out of order, "
             f"{ko['overlap']} overlapping)",
         ),
+        _line(
+            "attempts",
+            c["attempts"],
+            "attempts run twice (history missing one); "
+            f"{c['attempts']['erased_by_server_crash']} erased by a server crash, as documented",
+        ),
         _line("dedupe", c["dedupe"], f"violations over {c['dedupe']['keys']} dedupe keys"),
         _line("runner_exits", c["runner_exits"], "exits nobody asked for, or failed drains"),
     ]

@@ -107,7 +107,7 @@ def test_two_terminal_entries_or_a_start_after_the_finish_are_double_terminal() 
     )
     assert failed_checks(run([twice], [ex("1", 1.5, 1.8)])) == {"double_terminal"}
     done = job("2")  # complete at 10.0
-    assert failed_checks(run([done], [ex("2", 2, 3), ex("2", 10.5, 11, pid=2)])) == {
+    assert failed_checks(run([done], [ex("2", 2, 3), ex("2", 10.5, 11, pid=2, attempt=2)])) == {
         "double_terminal"
     }
 
@@ -172,3 +172,17 @@ def test_the_fault_schedule_draws_every_kind_before_repeating_one(tmp_path: Any)
         assert sorted(first) == sorted(kinds)
         again = Faults(engine, fleet, random.Random(3))
         assert [again.next_kind() for _ in range(20)][: len(kinds)] == first
+
+
+def test_an_attempt_run_twice_is_missing_from_history_unless_a_server_crash_erased_it() -> None:
+    twice = [ex("1", 2.0, 2.5, pid=7), ex("1", 3.0, 3.5, pid=8)]  # both attempt 1
+    r = run([job("1")], twice)
+    assert failed_checks(r) == {"attempts"}
+    crashed = run([job("1")], twice, faults=[Fault("pg_crash", 2.3)])
+    result = check_run(crashed)
+    assert result["ok"]
+    assert result["checks"]["attempts"]["erased_by_server_crash"] == 1
+    # A crash long after the start cannot have erased it.
+    late = run([job("1")], [ex("1", 2.0, 2.5, pid=7), ex("1", 4.0, 4.5, pid=8)])
+    late.faults = [Fault("pg_crash", 3.5)]
+    assert failed_checks(late) == {"attempts"}
