@@ -31,7 +31,8 @@ def _bin(name: str) -> str:
     raise FileNotFoundError(f"{name} not found: install PostgreSQL's server binaries")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -44,7 +45,7 @@ class PrivatePostgres:
         self.dir = Path(tempfile.mkdtemp(prefix="shardq-pg-", dir=base))
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self._user: str | None = None
         if os.geteuid() == 0:
             self._user = "postgres"
@@ -67,8 +68,15 @@ class PrivatePostgres:
     def start(self, wait: bool = True) -> None:
         """Start the server; with ``wait``, return once it accepts connections."""
         self._run(
-            [_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w" if wait else "-W"]
-            + ["start"]
+            [
+                _bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w" if wait else "-W",
+                "start",
+            ]
         )
 
     def stop(self, mode: str = "fast", remove: bool = False) -> None:

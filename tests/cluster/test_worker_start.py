@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
-from bench.pgserver import PrivatePostgres, _free_port
+from bench.pgserver import PrivatePostgres, free_port
 
 from shardq import JobService
 from tests.cluster.conftest import ROOT, eventually
@@ -150,7 +151,7 @@ def test_worker_fails_at_once_on_what_waiting_cannot_cure(
 
 
 async def test_worker_gives_up_or_stops_while_waiting(tmp_path: Path) -> None:
-    url = f"postgresql://postgres:s3cret@127.0.0.1:{_free_port()}/db"
+    url = f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/db"
     patient = start_worker(url, tmp_path / "patient.log")
     impatient = start_worker(url, tmp_path / "impatient.log", "--connect-timeout", "1.5")
     try:
@@ -168,3 +169,58 @@ async def test_worker_gives_up_or_stops_while_waiting(tmp_path: Path) -> None:
     assert lines[-1].startswith("shardq: error: gave up") and "connection refused" in lines[-1]
     text = (tmp_path / "patient.log").read_text() + "\n".join(lines)
     assert "s3cret" not in text and "Traceback" not in text
+
+
+def start_serve(url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, *("-m", "shardq", "--database-url", url, "serve"), *extra],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", SHARDQ_API_TOKEN="t" * 16),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def test_serve_waits_for_its_database_then_answers(
+    private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = start_serve(private_pg.url(), log, "--port", str(port))
+    try:
+        await logged(log, "waiting for PostgreSQL", proc=proc)
+        private_pg.start()
+
+        async def healthy() -> bool:
+            async with httpx.AsyncClient() as client:
+                try:
+                    r = await client.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                except httpx.TransportError:
+                    return False
+            return r.status_code == 200
+
+        await eventually(healthy, timeout=30, what="serve to answer /healthz")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, read(log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+async def test_serve_stops_at_once_on_sigterm_while_waiting(
+    private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    log = tmp_path / "serve.log"
+    proc = start_serve(
+        private_pg.url(), log, "--port", str(free_port()), "--connect-timeout", "inf"
+    )
+    try:
+        await logged(log, "waiting for PostgreSQL", proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0, read(log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

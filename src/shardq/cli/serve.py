@@ -10,17 +10,24 @@ import logging
 import os
 import random
 import secrets
+import signal
 import sys
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from ..jobs import JobService
 from . import database_url
+from .worker import add_connect_timeout, start_when_reachable
 
 ENV_TOKEN = "SHARDQ_API_TOKEN"
 ENV_METRICS_TOKEN = "SHARDQ_METRICS_TOKEN"
 ENV_ALLOWED_HOSTS = "SHARDQ_ALLOWED_HOSTS"
 log = logging.getLogger("shardq.serve")
+
+
+#: The signals that stop a server (after which its service drains).
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def register(sub: Any) -> None:
@@ -80,6 +87,7 @@ def register(sub: Any) -> None:
         metavar="BYTES",
         help="largest request body accepted (default 2 MiB)",
     )
+    add_connect_timeout(p)
     p.set_defaults(run=run_serve)
 
     from . import ops
@@ -230,6 +238,26 @@ def _server_class() -> type[Any]:
             await self._before_shutdown()
             await super().shutdown(sockets)
 
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            """SIGTERM and SIGINT end the server (a second SIGINT at once); unlike
+            uvicorn's own, the signal is not raised again afterwards, so the service
+            behind the server still drains and the process exits 0."""
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self._exit) for sig in _STOP_SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+        def _exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
     return Server
 
 
@@ -245,11 +273,13 @@ async def serve(
     stop: asyncio.Event | None = None,
     metrics_token: str | None = None,
     extra_hosts: list[str] | None = None,
+    connect_timeout: float = 0.0,
 ) -> None:
     """Run ``jobs`` and serve its API and dashboard until SIGINT/SIGTERM (or ``stop``).
 
-    The JobService is started here and stopped on the way out. The server answers to the
-    host names of :func:`allowed_hosts` (``extra_hosts`` added).
+    The JobService is started here (waiting up to ``connect_timeout`` seconds for a
+    database that is starting or not reachable yet) and stopped on the way out. The server
+    answers to the host names of :func:`allowed_hosts` (``extra_hosts`` added).
     """
     import uvicorn
 
@@ -258,7 +288,23 @@ async def serve(
     check_bind(host, token)
     hosts = allowed_hosts(host, extra_hosts or [])
     _Server = _server_class()
-    async with jobs:
+    waiting = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = []
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        # Until the server runs (it then handles them), a signal ends the wait at once.
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, waiting.set)
+            signals.append(sig)
+    try:
+        started = await start_when_reachable(jobs, waiting, connect_timeout, log)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    if not started:
+        log.info("stopped before the database could be reached")
+        return
+    try:
         feed = LiveFeed(jobs)
         app = create_app(
             jobs,
@@ -296,6 +342,8 @@ async def serve(
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+    finally:
+        await jobs.stop()
 
 
 async def run_serve(args: argparse.Namespace) -> int:
@@ -355,5 +403,6 @@ async def run_serve(args: argparse.Namespace) -> int:
         on_ready=ready,
         metrics_token=args.metrics_token or os.environ.get(ENV_METRICS_TOKEN) or None,
         extra_hosts=args.allowed_host,
+        connect_timeout=args.connect_timeout,
     )
     return 0

@@ -49,6 +49,12 @@ def register(sub: Any) -> None:
     p.add_argument("--app", required=True, metavar="MODULE:ATTRIBUTE", help="e.g. myapp.jobs:jobs")
     p.add_argument("--concurrency", type=int, default=None, help="handlers run at once")
     p.add_argument("--drain-timeout", type=float, default=None, help="seconds to let jobs finish")
+    add_connect_timeout(p)
+    p.set_defaults(run=run_worker)
+
+
+def add_connect_timeout(p: argparse.ArgumentParser) -> None:
+    """The ``--connect-timeout`` option of a command that starts a service."""
     p.add_argument(
         "--connect-timeout",
         type=patience,
@@ -59,7 +65,6 @@ def register(sub: Any) -> None:
             f" (default {DEFAULT_PATIENCE:g}; 0 tries once; inf waits for ever)"
         ),
     )
-    p.set_defaults(run=run_worker)
 
 
 def patience(value: str) -> float:
