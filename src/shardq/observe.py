@@ -271,13 +271,30 @@ def job_span(
                 "job.type": job_type,
                 "job.attempt": attempt,
             },
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
-            yield span
+            try:
+                yield span
+            except Exception as e:
+                _record_failure(span, e)
+                raise
     finally:
         if token is not None:
             otel_context.detach(token)
         for var, t in reversed(tokens):
             var.reset(t)
+
+
+def _record_failure(span: trace.Span, error: Exception) -> None:
+    """Mark ``span`` failed by ``error``, even one whose text cannot be taken (its
+    ``__str__`` raises): recording must never replace the handler's own error."""
+    try:
+        span.record_exception(error)
+        description = f"{type(error).__name__}: {error}"
+    except Exception:
+        description = type(error).__name__
+    span.set_status(trace.Status(trace.StatusCode.ERROR, description))
 
 
 class _Missing:

@@ -93,3 +93,39 @@ async def test_the_submitters_trace_continues_into_the_handler(
     assert job_span.attributes["job.id"] == job_id
     submit = spans["shardq.submit"]
     assert submit.parent is not None and submit.parent.span_id == parent.get_span_context().span_id
+
+
+async def test_a_traced_handler_error_whose_text_fails_still_fails_its_job(
+    make_service: ServiceFactory,
+) -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+    jobs = make_service()
+
+    @jobs.handler("odd")
+    async def odd(p: Any) -> None:
+        raise Unprintable
+
+    async with jobs:
+        job_id = await jobs.submit("odd", {}, max_attempts=1)
+        st = await jobs.wait(job_id, timeout=10)
+    assert st.status == "failed" and st.error is not None and "Unprintable" in st.error
+    [span] = [
+        s
+        for s in _EXPORTER.get_finished_spans()
+        if s.name == "shardq.job odd" and (s.attributes or {}).get("job.id") == job_id
+    ]
+    assert span.status.status_code is trace.StatusCode.ERROR
+    assert span.status.description == "Unprintable"
+
+
+async def test_storage_operations_are_timed(make_service: ServiceFactory) -> None:
+    jobs = make_service()
+    jobs.register_handler("t", lambda p: p)
+    async with jobs:
+        await jobs.wait(await jobs.submit("t", 1), timeout=10)
+    assert _sample(jobs, "shardq_storage_seconds_count", operation="insert_jobs") >= 1
+    assert _sample(jobs, "shardq_storage_seconds_count", operation="advance") >= 2
+    assert _sample(jobs, "shardq_storage_errors_total", operation="advance") == 0
