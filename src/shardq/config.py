@@ -18,19 +18,40 @@ DEFAULT_URL = "sqlite:///shardq.db"
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """Settings of one JobService.
+    """Settings of one JobService. Every field, by what it governs:
 
-    ``concurrency`` is the number of handlers a runner runs at once, split between priorities
-    by their weights; one slot in sixteen is kept free for critical jobs. ``mailbox_capacity`` bounds the jobs one keyed entity holds in memory
-    (never the jobs stored). ``retention`` and ``dlq_retention`` (seconds) say how long
-    finished jobs and dead letters are kept.
+    Storage and identity:
 
-    On PostgreSQL only: ``pool_size`` bounds the connections of the process's pool (beside
-    its listening connection and, on a runner, its lock session); a runner renews its
-    presence and rebalances shards every ``heartbeat`` seconds (so a runner that vanished
-    without a word loses its shards within about that long); a runner handing a shard over
-    lets the shard's running jobs finish for up to ``handover_timeout`` seconds before they
-    are interrupted and run again on the new owner.
+    - ``database_url``: ``sqlite:///path.db`` (embedded) or ``postgresql://…`` (cluster).
+    - ``shards``: how many shards entities hash to; every process of a deployment must agree.
+    - ``machine_id`` (0..1023): stamped into the ids this process makes; random by default.
+    - ``max_payload_bytes``: the largest encoded payload a submit accepts.
+    - ``default_max_attempts``: attempts of a job submitted without ``max_attempts``.
+    - ``retry``: the back-off between attempts (``RetryPolicy``).
+
+    The runner:
+
+    - ``concurrency``: handlers run at once, split between priorities by their weights; one
+      slot in sixteen is kept for critical jobs.
+    - ``ready_window``: queued jobs per priority held in memory (more stay in storage).
+    - ``mailbox_capacity``: jobs one keyed entity holds in memory (never the jobs stored).
+    - ``max_idle``: seconds an empty mailbox lives on before it is evicted.
+    - ``drain_timeout``: seconds a stopping runner lets running handlers finish.
+
+    Retention (seconds), pruned by the runner every ``prune_interval`` seconds,
+    ``prune_batch`` rows per transaction:
+
+    - ``retention``: how long finished jobs are kept (and their dedupe keys held).
+    - ``dlq_retention``: how long dead letters are kept.
+
+    PostgreSQL only (SQLite has no use for them):
+
+    - ``pool_size``: connections of the process's pool (beside its listening connection
+      and, on a runner, its lock session).
+    - ``heartbeat``: seconds between a runner's renewals of its presence and rebalances, so
+      about how long a runner that vanished without a word keeps its shards.
+    - ``handover_timeout``: seconds a shard being handed over lets its running jobs finish
+      before they are interrupted and run again on the new owner.
     """
 
     database_url: str = DEFAULT_URL

@@ -36,3 +36,11 @@ def test_a_setting_of_the_wrong_type_or_size_is_a_value_error_naming_it(
 
 def test_whole_numbers_of_seconds_are_fine() -> None:
     assert Config(retention=60, heartbeat=1, drain_timeout=0).retention == 60
+
+
+def test_the_docstring_says_what_every_setting_does() -> None:
+    import dataclasses
+
+    doc = Config.__doc__ or ""
+    missing = [f.name for f in dataclasses.fields(Config) if f"``{f.name}``" not in doc]
+    assert not missing, f"Config's docstring does not describe {missing}"
