@@ -64,7 +64,7 @@ def render(doc: dict[str, Any]) -> str:
         *_profile_section(),
         *["", "## Method notes", "", *NOTES],
         *_settings_section(doc["settings"]),
-        *["", "## Targets (issue 4)", "", *_targets(doc), ""],
+        *["", "## Targets", "", *_targets(doc), ""],
     ]
     return "\n".join(lines)
 
