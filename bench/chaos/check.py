@@ -291,12 +291,19 @@ def check_attempts(run: Run, by_job: dict[str, list[Execution]]) -> dict[str, An
             if any(first.start - SLACK <= c <= first.start + CRASH_WINDOW for c in crashes):
                 erased += 1
                 continue
+            between = [
+                f"{f.kind}@{f.at - first.start:+.2f}s{f' pid {f.pid}' if f.pid else ''}"
+                for f in run.faults
+                if first.start - CRASH_WINDOW <= f.at <= e.start
+            ]
             problems.append(
                 {
                     "job": job,
                     "problem": f"attempt {e.attempt} ran twice",
                     "pids": [first.pid, e.pid],
+                    "first_outcome": first.outcome,
                     "apart_s": round(e.start - first.start, 3),
+                    "faults_around": between,
                 }
             )
     out = _result(problems)

@@ -74,9 +74,19 @@ class Fleet:
     deaths: dict[int, float] = field(default_factory=dict)
     #: Exits nobody asked for, and drains that did not exit with status 0.
     bad_exits: list[dict[str, Any]] = field(default_factory=list)
+    _debug: list[str] = field(default_factory=list)
 
     def start(self) -> None:
         """Start every runner."""
+        # With --debug (where the command has it) a runner that fails logs its traceback.
+        usage = subprocess.run(
+            [sys.executable, "-m", "shardq", "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        self._debug = ["--debug"] if "--debug" in usage.stdout else []
         self.slots = [Slot(i) for i in range(self.size)]
         for slot in self.slots:
             self._spawn(slot)
@@ -90,7 +100,8 @@ class Fleet:
             CHAOS_CONCURRENCY=str(self.concurrency),
             PYTHONUNBUFFERED="1",
         )
-        argv = [sys.executable, "-m", "shardq", "--database-url", self.url, "worker"]
+        argv = [sys.executable, "-m", "shardq", *self._debug, "--database-url", self.url]
+        argv.append("worker")
         with log.open("wb") as out:
             slot.proc = subprocess.Popen(
                 [*argv, "--app", "bench.chaos.app:jobs"],
@@ -127,7 +138,7 @@ class Fleet:
     def _tail(self, slot: Slot) -> str:
         log = self.directory / f"runner-{slot.index}-{slot.starts}.log"
         lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
-        return " | ".join(lines[-6:])[-1500:]
+        return " | ".join(lines[-12:])[-3000:]
 
     async def kill9(self, slot: Slot, restart_after: float) -> int | None:
         """SIGKILL the slot's runner, wait for its death; restart it ``restart_after`` later."""
