@@ -83,6 +83,9 @@ def transient(exc: BaseException, url: str) -> str | None:
         return f"the server is busy or recovering ({one_line(str(exc))})"
     if isinstance(exc, asyncpg.PostgresConnectionError | OSError):
         return _os_reason(exc)
+    if isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc):
+        # A session ended under a statement during start (a restart, a terminated backend).
+        return f"the connection was lost ({one_line(str(exc))})"
     return None
 
 
