@@ -365,8 +365,8 @@ async def test_without_a_token_the_api_is_read_only(jobs: JobService) -> None:
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        ({"payload": {}}, "'type' and 'payload'"),
-        ({"type": "echo"}, "'type' and 'payload'"),
+        ({"payload": {}}, "'type'"),
+        ({"type": "echo"}, "'payload'"),
         ({"type": 5, "payload": {}}, "'type'"),
         ({"type": "", "payload": {}}, "type"),
         ({"type": "echo", "payload": {}, "priority": "urgent"}, "priority"),

@@ -25,6 +25,8 @@ from ..models import DURATIONS, PRIORITIES, PRIORITY_RANK, JobPayload
 MAX_DEPTH = 64
 #: Longest job type, key, dedupe key or batch id, in characters.
 MAX_NAME = 255
+#: Most attempts a job may be given.
+MAX_ATTEMPTS = 1000
 #: The longest delay or timeout accepted (ten years), well inside 64-bit milliseconds.
 MAX_SECONDS = 10 * 365 * 86_400.0
 #: Bound of the creation-time filters (seconds since the epoch), well inside 64-bit ms.
@@ -221,9 +223,9 @@ def check_options(spec: JobPayload) -> tuple[int, float | None]:
         raise JobError.from_validation(
             None, f"unknown duration {show(duration)}; use 'short' or 'long'"
         )
-    if not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= 1000:
+    if not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= MAX_ATTEMPTS:
         raise JobError.from_validation(
-            None, f"max_attempts must be an integer 1..1000, got {show(ma)}"
+            None, f"max_attempts must be an integer 1..{MAX_ATTEMPTS}, got {show(ma)}"
         )
     if spec.key is not None:
         check_name("key", spec.key)

@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import urllib.error
 import urllib.request
@@ -16,12 +15,11 @@ from typing import Any
 
 from ..jobs import JobService
 from ..models import PRIORITIES, STATUSES
+from ..schema import BadJson, decode_json
 from . import command, database_url, emit, service
 from .failures import Refused, Usage
 
 ENV_TOKEN = "SHARDQ_API_TOKEN"
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # Unix seconds of 9999-12-31T23:59:59Z: the last instant an ISO 8601 time can name.
 _LAST_SECOND = 253_402_300_799
 
@@ -167,66 +165,13 @@ def instant(value: str) -> float:
     return t
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise Refused(f"duplicate key {key!r} in a JSON object: give each key once")
-        obj[key] = value
-    return obj
-
-
-def _no_constant(name: str) -> Any:
-    raise Refused(f"{name} is not JSON: give a number or null")
-
-
-def _finite(text: str) -> float:
-    n = float(text)
-    if not math.isfinite(n):
-        raise Refused(f"the number {text[:40]} is out of range for a JSON payload")
-    return n
-
-
-def _lone_surrogate(value: Any) -> str | None:
-    """The first string (key or value) in ``value`` holding a lone UTF-16 surrogate."""
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            if _SURROGATE.search(v):
-                return v
-        elif isinstance(v, dict):
-            stack.extend(v)
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return None
-
-
 def parse_payload(text: str) -> Any:
-    """A payload from strict JSON text: duplicate keys, NaN, Infinity, numbers that overflow
-    and escaped lone surrogates are refused, as is nesting deeper than the parser can go."""
+    """A payload from strict JSON text, read as the HTTP API reads a body (see
+    :func:`shardq.schema.decode_json`); ``JobService`` then checks it like any other."""
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constant,
-            parse_float=_finite,
-        )
-        # A valid escaped pair decodes to one character; any surrogate left is a lone one.
-        bad = _lone_surrogate(value) if _SURROGATE_ESCAPE.search(text) else None
-        if bad is not None:
-            shown = bad.encode("utf-8", "backslashreplace").decode()[:60]
-            raise Refused(
-                f"the JSON payload holds a lone UTF-16 surrogate in '{shown}': not valid Unicode"
-            )
-        return value
-    except RecursionError:
-        raise Refused("the JSON payload is nested too deeply") from None
-    except Refused:
-        raise
-    except ValueError as e:
-        raise Refused(f"the JSON payload is not valid JSON: {e}") from None
+        return decode_json(text.encode("utf-8", "surrogatepass"))
+    except BadJson as e:
+        raise Refused(f"the JSON payload: {e}") from None
 
 
 def _payload_text(args: argparse.Namespace) -> str:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,24 +25,15 @@ from starlette.types import ASGIApp
 from ..errors import JobError
 from ..jobs import JobService
 from ..models import PRIORITIES, STATUSES, JobPayload, SubmitResult
-from .inputs import (
-    MAX_BATCH,
-    ApiError,
-    Query,
-    as_object,
-    invalid,
-    job_spec,
-    only,
-    path_id,
-    require_empty,
-    seconds,
-)
+from ..schema import MAX_BATCH, BadJson, BatchRequest, SubmitRequest, WrongShape, decode
+from .inputs import ApiError, Query, as_object, invalid, only, path_id, require_empty
 from .live import LiveFeed
 from .openapi import build_spec
 from .security import API_CSP, DASHBOARD_CSP, LOOPBACK_HOSTS, Guard, Tokens, normalize_host
-from .wire import BadJson, JsonResponse, parse_body
+from .wire import JsonResponse, parse_body
 
 log = logging.getLogger("shardq.http")
+T = TypeVar("T")
 
 #: Largest request body accepted, in bytes.
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
@@ -86,8 +77,8 @@ class _Api:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    async def body(self, request: Request, *, required: bool = True) -> Any:
-        """The request's JSON body, within the size limit; None when empty and optional."""
+    async def raw_body(self, request: Request, *, required: bool = True) -> bytes:
+        """The request's JSON body as bytes, within the size limit (empty when optional)."""
         length = request.headers.get("content-length")
         if length is not None:
             if not (length.isascii() and length.isdigit()):
@@ -105,16 +96,33 @@ class _Api:
         if not raw.strip():
             if required:
                 raise invalid("a JSON request body is required")
-            return None
+            return b""
         ctype = request.headers.get("content-type", "")
         if ctype.split(";")[0].strip().lower() != "application/json":
             raise ApiError(
                 415, "UnsupportedMediaType", "request bodies must be JSON (application/json)"
             )
+        return raw
+
+    async def body(self, request: Request, *, required: bool = True) -> Any:
+        """The request's JSON body, within the size limit; None when empty and optional."""
+        raw = await self.raw_body(request, required=required)
+        if not raw:
+            return None
         try:
             return parse_body(raw)
         except BadJson as e:
             raise invalid(f"malformed JSON body: {e}") from None
+
+    async def decoded(self, request: Request, kind: type[T]) -> T:
+        """The request's JSON body as a ``kind`` (see :mod:`shardq.schema`)."""
+        raw = await self.raw_body(request)
+        try:
+            return decode(raw, kind)
+        except BadJson as e:
+            raise invalid(f"malformed JSON body: {e}") from None
+        except WrongShape as e:
+            raise invalid(str(e)) from None
 
     def guard(self, kind: str, fn: Endpoint) -> Endpoint:
         """``fn`` behind the token check of ``kind`` (read, write or metrics)."""
@@ -140,10 +148,8 @@ class _Api:
     # -- jobs ----------------------------------------------------------------------------
 
     async def submit(self, request: Request) -> Response:
-        data = as_object(await self.body(request), "the body")
-        delay = seconds(data.pop("delay", 0), "delay")
-        spec = job_spec(data, "the body")
-        [result] = await self.store([spec], delay)
+        body = await self.decoded(request, SubmitRequest)
+        [result] = await self.store([body.spec()], body.delay)
         if not result.duplicate:
             self.feed.note_submitted([result.job_id])
         return JsonResponse(
@@ -152,18 +158,8 @@ class _Api:
         )
 
     async def submit_batch(self, request: Request) -> Response:
-        data = as_object(await self.body(request), "the body")
-        only(data, {"jobs", "delay"}, "the body")
-        delay = seconds(data.get("delay", 0), "delay")
-        items = data.get("jobs")
-        if not isinstance(items, list) or not items:
-            raise invalid("'jobs' must be a non-empty array of job objects")
-        if len(items) > MAX_BATCH:
-            raise invalid(f"a batch holds at most {MAX_BATCH} jobs")
-        specs = [
-            job_spec(as_object(item, f"jobs[{i}]"), f"jobs[{i}]") for i, item in enumerate(items)
-        ]
-        results = await self.store(specs, delay)
+        body = await self.decoded(request, BatchRequest)
+        results = await self.store([job.spec() for job in body.jobs], body.delay)
         self.feed.note_submitted([r.job_id for r in results if not r.duplicate])
         return JsonResponse(
             {"jobs": [{"id": r.job_id, "duplicate": r.duplicate} for r in results]},

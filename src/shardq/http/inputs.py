@@ -1,9 +1,8 @@
-"""What a request may say: bodies, job specs, ids and query parameters, checked.
+"""What a request may say besides a submitted job: ids, query parameters and small bodies.
 
 The rules here are the ones ``/openapi.json`` states (it is built from the same constants):
 whatever the document calls valid is accepted, and whatever it calls invalid is refused with
-a 400 (lone surrogates and the payload's size and depth limits, which a schema cannot say,
-are stated in its descriptions).
+a 400. Submitted jobs are declared in :mod:`shardq.schema` and checked by ``JobService``.
 """
 
 from __future__ import annotations
@@ -13,21 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..jobs import MAX_SECONDS
-from ..models import DURATIONS, PRIORITIES, JobPayload
-
-MAX_BATCH = 1000
-MAX_ATTEMPTS = 1000
-MAX_NAME = 255
 MAX_ID = 2**63 - 1
-#: The characters Python's ``str.strip`` removes: a name of only these is empty.
-_SPACE = (
-    "\\t\\n\\u000b\\u000c\\r\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a"
-    "\\u2028\\u2029\\u202f\\u205f\\u3000"
-)
-#: A name (type, key, dedupe key) holds one character that is not white space; the same
-#: regular expression in Python and in ECMA 262 (JSON Schema's dialect).
-NAME_PATTERN = f"[^{_SPACE}]"
 #: Unix seconds as a query parameter: a plain decimal number below 10^11.
 UNIX_SECONDS_PATTERN = r"^[0-9]{1,11}(\.[0-9]+)?$"
 _D2 = "([0-9]{2})"
@@ -35,9 +20,6 @@ _RFC3339 = re.compile(
     rf"([0-9]{{4}})-{_D2}-{_D2}[Tt]{_D2}:{_D2}:{_D2}(?:\.[0-9]+)?(?:([Zz])|([+-]){_D2}:{_D2})"
 )
 _DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-JOB_FIELDS = frozenset(
-    {"type", "payload", "priority", "key", "dedupe_key", "max_attempts", "timeout", "duration"}
-)
 
 
 class ApiError(Exception):
@@ -76,66 +58,6 @@ def only(data: dict[str, Any], allowed: set[str] | frozenset[str], what: str) ->
             f"unknown field(s) in {what}: {', '.join(unknown)}"
             f" (allowed: {', '.join(sorted(allowed))})"
         )
-
-
-def seconds(value: Any, what: str, *, exclusive_minimum: bool = False) -> float:
-    """A number of seconds within 0..ten years (above 0 with ``exclusive_minimum``)."""
-    # Compared as given, never converted first: a 400-digit integer overflows a float (and
-    # NaN fails every comparison).
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        low_ok = value > 0 if exclusive_minimum else value >= 0
-        if low_ok and value <= MAX_SECONDS:
-            return float(value)
-    low = "above 0" if exclusive_minimum else "from 0"
-    raise invalid(f"'{what}' must be a number of seconds {low} up to {MAX_SECONDS:.0f}")
-
-
-def _name(data: dict[str, Any], field: str, what: str, *, required: bool = False) -> str | None:
-    v = data.get(field)
-    if v is None and not required:
-        return None
-    if not isinstance(v, str) or not 1 <= len(v) <= MAX_NAME or not _HAS_TEXT.search(v):
-        raise invalid(
-            f"'{field}' in {what} must be a string of 1..{MAX_NAME} characters,"
-            " not only white space"
-        )
-    return v
-
-
-_HAS_TEXT = re.compile(NAME_PATTERN)
-
-
-def _max_attempts(value: Any, what: str) -> int:
-    # JSON Schema's integers include 1000.0: a number with no fractional part.
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ATTEMPTS:
-        raise invalid(f"'max_attempts' in {what} must be an integer 1..{MAX_ATTEMPTS}")
-    return value
-
-
-def job_spec(data: dict[str, Any], what: str) -> JobPayload:
-    """The job a submitted object describes, or a refusal naming ``what``."""
-    only(data, JOB_FIELDS, what)
-    if "type" not in data or "payload" not in data:
-        raise invalid(f"{what} needs 'type' and 'payload'")
-    priority = data.get("priority", "normal")
-    if not isinstance(priority, str) or priority not in PRIORITIES:
-        raise invalid(f"'priority' in {what} must be one of {', '.join(PRIORITIES)}")
-    duration = data.get("duration", "short")
-    if not isinstance(duration, str) or duration not in DURATIONS:
-        raise invalid(f"'duration' in {what} must be 'short' or 'long'")
-    timeout = data.get("timeout")
-    return JobPayload(
-        type=_name(data, "type", what, required=True) or "",
-        payload=data["payload"],
-        priority=priority,
-        dedupe_key=_name(data, "dedupe_key", what),
-        max_attempts=_max_attempts(data.get("max_attempts", 3), what),
-        duration=duration,
-        key=_name(data, "key", what),
-        timeout=None if timeout is None else seconds(timeout, "timeout", exclusive_minimum=True),
-    )
 
 
 def is_id(value: str) -> bool:

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 description of the HTTP API, written by hand to match its responses."""
+"""The OpenAPI 3.1 description of the HTTP API: paths, parameters and security written here,
+the schemas of every body generated from their declarations in :mod:`shardq.schema`."""
 
 from __future__ import annotations
 
@@ -6,26 +7,11 @@ import copy
 from typing import Any
 
 from .. import __version__
-from ..jobs import MAX_SECONDS
-from ..models import DURATIONS, PRIORITIES, STATUSES
-from .inputs import (
-    FLAG_VALUES,
-    MAX_ATTEMPTS,
-    MAX_BATCH,
-    MAX_NAME,
-    NAME_PATTERN,
-    UNIX_SECONDS_PATTERN,
-)
+from ..models import PRIORITIES, STATUSES
+from ..schema import MAX_BATCH, components
+from .inputs import FLAG_VALUES, UNIX_SECONDS_PATTERN
 
 _ID = {"type": "string", "pattern": "^[0-9]{1,19}$", "description": "a decimal Snowflake id"}
-_ANY: dict[str, Any] = {"description": "any JSON value"}
-_MAX_S = int(MAX_SECONDS)  # ten years, in seconds: the bound of delay and timeout
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    out = dict(schema)
-    out["type"] = [schema["type"], "null"]
-    return out
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -41,222 +27,9 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-_TIME = {"type": "string", "format": "date-time"}
-_COUNTS = {
-    "by_status": _obj({s: {"type": "integer", "minimum": 0} for s in STATUSES}),
-    "queued_by_priority": _obj({p: {"type": "integer", "minimum": 0} for p in PRIORITIES}),
-    "dead_letters": {"type": "integer", "minimum": 0},
-}
-_MS = {"type": ["number", "null"]}
-
-_NAME = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": MAX_NAME,
-    "pattern": NAME_PATTERN,
-    "description": "not only white space",
-}
 _STRINGS = (
     "Every string of a request body must be valid Unicode (a lone UTF-16 surrogate is refused)."
 )
-_ERROR_BODY = _obj(
-    {
-        "reason": {
-            "type": "string",
-            "description": "NotFound, Validation, Unauthorized, BadHost, AlreadyCancelled,"
-            " AlreadyReplayed, PayloadTooLarge, UnsupportedMediaType, …",
-        },
-        "message": {"type": "string"},
-    }
-)
-
-_SCHEMAS: dict[str, Any] = {
-    "Error": _obj({"error": _ERROR_BODY}),
-    "HistoryEntry": _obj(
-        {
-            "status": {"enum": list(STATUSES)},
-            "timestamp": _TIME,
-            "error": {"type": "string"},
-        },
-        required=["status", "timestamp"],
-    ),
-    "Job": _obj(
-        {
-            "id": _ID,
-            "status": {"enum": list(STATUSES)},
-            "attempts": {"type": "integer", "minimum": 0},
-            "history": {"type": "array", "items": _ref("HistoryEntry")},
-            "result": _ANY,
-            "error": {"type": ["string", "null"]},
-            "created_at": _nullable(_TIME),
-            "run_at": _nullable(_TIME),
-            "finished_at": _nullable(_TIME),
-            "type": {"type": "string"},
-            "payload": _ANY,
-            "priority": {"enum": list(PRIORITIES)},
-            "dedupe_key": {"type": ["string", "null"]},
-            "max_attempts": {"type": "integer"},
-            "duration": {"enum": list(DURATIONS)},
-            "batch_id": {"type": ["string", "null"]},
-            "key": {"type": ["string", "null"]},
-            "timeout": {"type": ["number", "null"]},
-        }
-    ),
-    "NewJob": _obj(
-        {
-            "type": _NAME,
-            "payload": {
-                **_ANY,
-                "description": "the handler's argument (any JSON, within the service's size"
-                " and nesting limits; a refused payload is a 400)",
-            },
-            "priority": {"enum": list(PRIORITIES), "default": "normal"},
-            "key": {
-                **_nullable(_NAME),
-                "description": "jobs sharing a key run one at a time, in submit order",
-            },
-            "dedupe_key": {
-                **_nullable(_NAME),
-                "description": "a retained job with this key is returned instead",
-            },
-            "max_attempts": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_ATTEMPTS,
-                "default": 3,
-            },
-            "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": _MAX_S},
-            "duration": {"enum": list(DURATIONS), "default": "short"},
-        },
-        required=["type", "payload"],
-    ),
-    "Submitted": _obj({"id": _ID, "duplicate": {"type": "boolean"}}),
-    "JobPage": _obj(
-        {
-            "jobs": {"type": "array", "items": _ref("Job")},
-            "next": {**_nullable({"type": "string"}), "description": "pass as 'before'"},
-        }
-    ),
-    "DeadLetter": _obj(
-        {
-            "id": _ID,
-            "job_id": _ID,
-            "type": {"type": "string"},
-            "payload": _ANY,
-            "priority": {"enum": list(PRIORITIES)},
-            "reason": {"type": "string"},
-            "error": {"type": ["string", "null"]},
-            "attempts": {"type": "integer"},
-            "created_at": _TIME,
-            "failed_at": _TIME,
-            "replayed_at": _nullable(_TIME),
-            "replay_job_id": {"type": ["string", "null"]},
-            "key": {"type": ["string", "null"]},
-        }
-    ),
-    "DeadLetterPage": _obj(
-        {
-            "dead_letters": {"type": "array", "items": _ref("DeadLetter")},
-            "next": _nullable({"type": "string"}),
-        }
-    ),
-    "Replayed": _obj({"dlq_id": _ID, "job_id": _ID}),
-    "ReplayMany": _obj(
-        {
-            "replayed": {"type": "array", "items": _ref("Replayed")},
-            "failed": {
-                "type": "array",
-                "items": _obj({"dlq_id": {"type": "string"}, "error": _ERROR_BODY}),
-            },
-        }
-    ),
-    "Point": _obj(
-        {
-            "t": {"type": "number", "description": "Unix seconds"},
-            "completed_per_s": {"type": "number"},
-            "failed_per_s": {"type": "number"},
-            "submitted_per_s": {"type": "number"},
-            "started_per_s": {"type": "number"},
-            "latency_p50_ms": _MS,
-            "latency_p99_ms": _MS,
-            "run_p50_ms": _MS,
-        }
-    ),
-    "Stats": _obj(
-        {
-            "time": {"type": "number"},
-            "source": {
-                "enum": ["runner", "database"],
-                "description": "runner: live counters of this process; database: read-only",
-            },
-            **_COUNTS,
-            "throughput": _obj(
-                {
-                    "completed_per_s": {"type": "number"},
-                    "failed_per_s": {"type": "number"},
-                    "submitted_per_s": {"type": "number"},
-                    "completed_per_s_1m": {"type": "number"},
-                }
-            ),
-            "latency_ms": _obj(
-                {
-                    "start_count": {"type": "integer"},
-                    "start_p50_ms": _MS,
-                    "start_p95_ms": _MS,
-                    "start_p99_ms": _MS,
-                    "run_p50_ms": _MS,
-                    "run_p95_ms": _MS,
-                    "run_p99_ms": _MS,
-                }
-            ),
-            "interval_s": {"type": "number"},
-            "series": {"type": "array", "items": _ref("Point")},
-        },
-        required=[
-            "time",
-            "source",
-            "by_status",
-            "queued_by_priority",
-            "dead_letters",
-            "throughput",
-            "latency_ms",
-            "interval_s",
-        ],
-    ),
-    "Runners": _obj(
-        {
-            "mode": {"enum": ["embedded", "cluster"]},
-            "shards": {"type": "integer"},
-            "runners": {
-                "type": "array",
-                "items": _obj(
-                    {
-                        "id": {"type": "string"},
-                        "this_process": {"type": "boolean"},
-                        "shards": {
-                            "type": ["array", "null"],
-                            "items": {"type": "integer"},
-                        },
-                        "shard_count": {"type": ["integer", "null"]},
-                        "concurrency": {"type": "integer"},
-                        "running": {"type": "integer"},
-                        "handlers": {"type": "array", "items": {"type": "string"}},
-                    }
-                ),
-            },
-            "note": {"type": "string"},
-        }
-    ),
-    "Health": _obj(
-        {
-            "status": {"enum": ["ok", "failing"]},
-            "runner": {"type": "boolean"},
-            "runner_id": {"type": "string"},
-            "message": {"type": "string"},
-        },
-        required=["status"],
-    ),
-}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -372,22 +145,7 @@ _PATHS: dict[str, Any] = {
             "description": _STRINGS,
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            **_SCHEMAS["NewJob"],
-                            "properties": {
-                                **_SCHEMAS["NewJob"]["properties"],
-                                "delay": {
-                                    "type": "number",
-                                    "minimum": 0,
-                                    "maximum": _MAX_S,
-                                    "description": "seconds before the job may run",
-                                },
-                            },
-                        }
-                    }
-                },
+                "content": {"application/json": {"schema": _ref("SubmitRequest")}},
             },
             "responses": {
                 "201": _json(_ref("Submitted"), "stored"),
@@ -403,28 +161,10 @@ _PATHS: dict[str, Any] = {
             "description": _STRINGS,
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": _obj(
-                            {
-                                "jobs": {
-                                    "type": "array",
-                                    "items": _ref("NewJob"),
-                                    "minItems": 1,
-                                    "maxItems": MAX_BATCH,
-                                },
-                                "delay": {"type": "number", "minimum": 0, "maximum": _MAX_S},
-                            },
-                            required=["jobs"],
-                        )
-                    }
-                },
+                "content": {"application/json": {"schema": _ref("BatchRequest")}},
             },
             "responses": {
-                "201": _json(
-                    _obj({"jobs": {"type": "array", "items": _ref("Submitted")}}),
-                    "stored, in request order",
-                ),
+                "201": _json(_ref("BatchSubmitted"), "stored, in request order"),
                 **_errors(*_WRITE),
             },
         }
@@ -568,7 +308,7 @@ def build_spec() -> dict[str, Any]:
             "paths": _PATHS,
             "security": [{"bearer": []}],
             "components": {
-                "schemas": _SCHEMAS,
+                "schemas": components(),
                 "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             },
         }

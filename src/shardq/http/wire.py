@@ -1,96 +1,37 @@
 """JSON on the wire: request bodies parsed strictly, responses encoded whatever they hold.
 
-A request body must be UTF-8 JSON with no repeated key in an object, no NaN or Infinity (also
-not as an overflowing number such as ``1e400``), no lone UTF-16 surrogate in any string and no
-nesting deeper than the parser's limit; anything else is :class:`BadJson`. A response encodes
-any value a job may hold: non-ASCII text is escaped (so a lone surrogate stored by an older
-version is sent as ``\\udXXX`` instead of failing the read), and a value nested too deep for
-the C encoder is written by a loop instead of recursion.
+Request bodies are read by :func:`shardq.schema.decode_json` (UTF-8 only, no repeated key,
+no NaN or Infinity, no lone surrogate, bounded nesting). A response encodes any value a job
+may hold: msgspec writes it as UTF-8 JSON; a value it cannot write (a lone surrogate stored
+by an older version, a value nested too deep for recursion) is written as ASCII JSON by this
+module instead of failing the read.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
+import msgspec
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+from ..schema import decode_json
 
+__all__ = ["JsonResponse", "encode", "parse_body"]
 
-class BadJson(ValueError):
-    """A request body that is not acceptable JSON; the message says why."""
-
-
-def parse_body(raw: bytes) -> Any:
-    """The JSON value of ``raw`` under the rules of this module; :class:`BadJson` if not."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadJson(f"the body is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_unique_keys,
-            parse_constant=_no_constant,
-            parse_float=_finite_float,
-        )
-    except RecursionError:
-        raise BadJson("the body is nested too deeply") from None
-    except BadJson:
-        raise
-    except ValueError as e:
-        raise BadJson(f"malformed JSON: {e}") from None
-    # Escaped surrogates are rare (a valid pair is one too): only then look at every string.
-    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
-        raise BadJson("a string holds a lone UTF-16 surrogate (not valid Unicode)")
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        for k, _ in pairs:
-            if k in seen:
-                raise BadJson(f"an object repeats the key {k!r}")
-            seen.add(k)
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise BadJson(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise BadJson(f"the number {text[:40]} is out of range")
-    return value
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    # A loop, not recursion: the value may be nested as deep as the parser allowed.
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        if isinstance(v, str):
-            if _SURROGATE.search(v):
-                return True
-        elif isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-    return False
+#: The JSON value of a request body (see :func:`shardq.schema.decode_json`).
+parse_body = decode_json
+_ENCODE = msgspec.json.Encoder()
 
 
 def encode(content: Any) -> bytes:
-    """``content`` as compact ASCII JSON. Non-finite floats become null; deep values work."""
+    """``content`` as compact JSON. Non-finite floats become null; deep values work."""
+    try:
+        return _ENCODE.encode(content)
+    except (RecursionError, UnicodeEncodeError, TypeError, OverflowError):
+        pass
     try:
         return json.dumps(
             content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
