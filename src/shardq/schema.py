@@ -140,20 +140,24 @@ class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
 # -- responses ---------------------------------------------------------------------------
 
 
-class Submitted(msgspec.Struct):
+class _Body(msgspec.Struct, forbid_unknown_fields=True):
+    """A response body: the schema allows no field it does not declare."""
+
+
+class Submitted(_Body):
     """A stored job's id, or the id of the retained job that had its dedupe key."""
 
     id: Id
     duplicate: bool
 
 
-class BatchSubmitted(msgspec.Struct):
+class BatchSubmitted(_Body):
     """The jobs of a batch, in request order."""
 
     jobs: list[Submitted]
 
 
-class HistoryEntry(msgspec.Struct, omit_defaults=True):
+class HistoryEntry(_Body, omit_defaults=True):
     """A state a job entered, when, and the error that made it."""
 
     status: Status
@@ -161,7 +165,7 @@ class HistoryEntry(msgspec.Struct, omit_defaults=True):
     error: str | None = None
 
 
-class Job(msgspec.Struct):
+class Job(_Body):
     """A job: status, attempts, history, result and what was submitted."""
 
     id: Id
@@ -184,14 +188,14 @@ class Job(msgspec.Struct):
     timeout: float | None
 
 
-class JobPage(msgspec.Struct):
+class JobPage(_Body):
     """A page of jobs, newest first."""
 
     jobs: list[Job]
     next: Annotated[str | None, msgspec.Meta(description="pass as 'before'")]
 
 
-class DeadLetter(msgspec.Struct):
+class DeadLetter(_Body):
     """A job that failed for good."""
 
     id: Id
@@ -209,14 +213,14 @@ class DeadLetter(msgspec.Struct):
     key: str | None
 
 
-class DeadLetterPage(msgspec.Struct):
+class DeadLetterPage(_Body):
     """A page of dead letters, newest first."""
 
     dead_letters: list[DeadLetter]
     next: str | None
 
 
-class ErrorBody(msgspec.Struct):
+class ErrorBody(_Body):
     """Why a request was refused."""
 
     reason: Annotated[
@@ -229,34 +233,34 @@ class ErrorBody(msgspec.Struct):
     message: str
 
 
-class Error(msgspec.Struct):
+class Error(_Body):
     """The one shape of every error."""
 
     error: ErrorBody
 
 
-class Replayed(msgspec.Struct):
+class Replayed(_Body):
     """A replayed dead letter and its new job."""
 
     dlq_id: Id
     job_id: Id
 
 
-class NotReplayed(msgspec.Struct):
+class NotReplayed(_Body):
     """A dead letter that was not replayed, and why."""
 
     dlq_id: str
     error: ErrorBody
 
 
-class ReplayMany(msgspec.Struct):
+class ReplayMany(_Body):
     """What was replayed and what was not."""
 
     replayed: list[Replayed]
     failed: list[NotReplayed]
 
 
-class StatusCounts(msgspec.Struct):
+class StatusCounts(_Body):
     """Jobs by status."""
 
     queued: Count
@@ -266,7 +270,7 @@ class StatusCounts(msgspec.Struct):
     cancelled: Count
 
 
-class PriorityCounts(msgspec.Struct):
+class PriorityCounts(_Body):
     """Queued jobs by priority."""
 
     critical: Count
@@ -275,7 +279,7 @@ class PriorityCounts(msgspec.Struct):
     low: Count
 
 
-class Point(msgspec.Struct):
+class Point(_Body):
     """One sample of the live numbers."""
 
     t: Annotated[float, msgspec.Meta(description="Unix seconds")]
@@ -288,7 +292,7 @@ class Point(msgspec.Struct):
     run_p50_ms: Millis
 
 
-class Throughput(msgspec.Struct):
+class Throughput(_Body):
     """Jobs per second, of the last sample and of the last minute."""
 
     completed_per_s: float
@@ -297,7 +301,7 @@ class Throughput(msgspec.Struct):
     completed_per_s_1m: float
 
 
-class Latency(msgspec.Struct):
+class Latency(_Body):
     """Submit-to-start and run-time percentiles, in milliseconds."""
 
     start_count: int
@@ -309,7 +313,7 @@ class Latency(msgspec.Struct):
     run_p99_ms: Millis
 
 
-class Stats(msgspec.Struct, omit_defaults=True):
+class Stats(_Body, omit_defaults=True):
     """Counts, throughput and latency percentiles (and the samples, when asked)."""
 
     time: float
@@ -326,7 +330,7 @@ class Stats(msgspec.Struct, omit_defaults=True):
     series: list[Point] | None = None
 
 
-class RunnerInfo(msgspec.Struct):
+class RunnerInfo(_Body):
     """A runner and the shards it owns."""
 
     id: str
@@ -338,7 +342,7 @@ class RunnerInfo(msgspec.Struct):
     handlers: list[str]
 
 
-class Runners(msgspec.Struct):
+class Runners(_Body):
     """The deployment mode and the runners this process can see."""
 
     mode: Literal["embedded", "cluster"]
@@ -347,7 +351,7 @@ class Runners(msgspec.Struct):
     note: str
 
 
-class Health(msgspec.Struct, omit_defaults=True):
+class Health(_Body, omit_defaults=True):
     """Whether the service can do its work."""
 
     status: Literal["ok", "failing"]
