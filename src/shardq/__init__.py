@@ -31,6 +31,7 @@ from .models import (
     SubmitResult,
 )
 from .retry import RetryPolicy
+from .tasks import JobHandle, Task
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,7 @@ __all__ = [
     "HistoryEntry",
     "JobContext",
     "JobError",
+    "JobHandle",
     "JobPayload",
     "JobService",
     "JobStatusResponse",
@@ -53,6 +55,7 @@ __all__ = [
     "Status",
     "SubmitResult",
     "SystemClock",
+    "Task",
     "__version__",
     "current_job",
 ]

@@ -54,16 +54,16 @@ from .models import (
 )
 from .observe import Metrics, capture_context, instrument_driver, submit_span
 from .runner import Runner
+from .tasks import TaskSupport
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 #: Jobs of a batch encoded between two turns of the event loop.
 _ENCODE_CHUNK = 250
-
 __all__ = ["MAX_SECONDS", "JobService"]
 
 
-class JobService:
+class JobService(TaskSupport):
     """A job system on one database: ``sqlite:///file.db`` (embedded) or ``postgresql://…``.
 
     Use it as ``async with JobService(url) as jobs:`` (or ``with`` for synchronous code).
