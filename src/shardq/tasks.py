@@ -346,10 +346,12 @@ def task_schemas(jobs: JobService) -> tuple[dict[str, dict[str, Any]], dict[str,
 def add_task_schemas(spec: dict[str, Any], jobs: JobService) -> dict[str, Any]:
     """Put the typed tasks of ``jobs`` into the OpenAPI document ``spec`` and return it: each
     task's payload schema under ``x-shardq-tasks`` (by job type), the named schemas they
-    refer to under ``components/schemas`` (``task.<Name>``)."""
+    refer to under ``components/schemas`` (``task.<Name>``). Without typed tasks, ``spec``
+    is left as it is."""
     by_type, components = task_schemas(jobs)
-    spec.setdefault("components", {}).setdefault("schemas", {}).update(components)
-    spec["x-shardq-tasks"] = {t: {"payload": schema} for t, schema in sorted(by_type.items())}
+    if by_type:
+        spec.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        spec["x-shardq-tasks"] = {t: {"payload": schema} for t, schema in sorted(by_type.items())}
     return spec
 
 

@@ -26,6 +26,7 @@ from ..errors import JobError
 from ..jobs import JobService
 from ..models import PRIORITIES, STATUSES, JobPayload, SubmitResult
 from ..schema import MAX_BATCH, BadJson, BatchRequest, SubmitRequest, WrongShape, decode
+from ..tasks import add_task_schemas
 from .inputs import ApiError, Query, as_object, invalid, only, path_id, require_empty
 from .live import LiveFeed
 from .openapi import build_spec
@@ -344,7 +345,7 @@ class _Api:
         )
 
     async def openapi(self, request: Request) -> Response:
-        return JsonResponse(build_spec())
+        return JsonResponse(add_task_schemas(build_spec(), self.jobs))
 
     async def dashboard(self, request: Request) -> Response:
         return _static_file("index.html")
