@@ -279,7 +279,10 @@ def check_attempts(run: Run, by_job: dict[str, list[Execution]]) -> dict[str, An
     """Every execution of a job ran as an attempt of its own, so the history shows each one;
     except (documented) an attempt started just before a crash of the PostgreSQL server,
     whose start the crash erased: the re-run then has the same attempt number."""
-    crashes = [f.at for f in run.faults if f.kind in SERVER_CRASHES]
+    # The server died somewhere between the stop's call and its return.
+    crashes = [
+        (f.at, f.at + f.detail.get("stop_s", 0.0)) for f in run.faults if f.kind in SERVER_CRASHES
+    ]
     problems: list[dict[str, Any]] = []
     erased = 0
     for job, runs in by_job.items():
@@ -288,7 +291,10 @@ def check_attempts(run: Run, by_job: dict[str, list[Execution]]) -> dict[str, An
             first = seen.setdefault(e.attempt, e)
             if first is e:
                 continue
-            if any(first.start - SLACK <= c <= first.start + CRASH_WINDOW for c in crashes):
+            if any(
+                begin <= first.start + CRASH_WINDOW and first.start <= end + SLACK
+                for begin, end in crashes
+            ):
                 erased += 1
                 continue
             between = [

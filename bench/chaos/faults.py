@@ -115,10 +115,6 @@ class Fleet:
         slot.expected_exit = False
         slot.started_at = clock()
 
-    def pids(self) -> list[int]:
-        """The pids of the runners alive now."""
-        return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]
-
     def supervise(self, restart_delay: float = 0.5) -> None:
         """Note runners that exited on their own, and start any runner whose time has come."""
         now = clock()
@@ -298,23 +294,24 @@ class Faults:
         """Stop the private server (``immediate`` is a crash), leave it down a moment, start it."""
         at = clock()
         await asyncio.to_thread(self.server.stop, mode)
+        stop_s = clock() - at  # the server died somewhere within this
         down = self.rng.uniform(0.2, 1.5)
         await asyncio.sleep(down)  # the outage itself, not a wait for a condition
         await asyncio.to_thread(self.server.start)
         kind = "pg_crash" if mode == "immediate" else "pg_restart"
-        return Fault(kind, at, None, {"down_s": round(clock() - at, 3)})
+        return Fault(kind, at, None, {"stop_s": round(stop_s, 3), "down_s": round(clock() - at, 3)})
 
     async def _cold_start(self) -> Fault:
         """A crash of the server and of one runner; the runner is started again at once, so
         it starts while the server is down and then while it recovers ("starting up")."""
         at = clock()
         await asyncio.to_thread(self.server.stop, "immediate")
+        stop_s = clock() - at
         slot = self._victim()
         pid = await self.fleet.kill9(slot, 0.0) if slot is not None else None
         self.fleet.supervise()  # starts it now
         await asyncio.sleep(self.rng.uniform(0.3, 1.5))  # the outage itself
         await asyncio.to_thread(self.server.start, False)
         await asyncio.to_thread(self.server.wait_ready)
-        return Fault(
-            "cold_start", at, None, {"runner_killed": pid, "down_s": round(clock() - at, 3)}
-        )
+        detail = {"runner_killed": pid, "stop_s": round(stop_s, 3)}
+        return Fault("cold_start", at, None, {**detail, "down_s": round(clock() - at, 3)})

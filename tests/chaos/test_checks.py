@@ -182,6 +182,10 @@ def test_an_attempt_run_twice_is_missing_from_history_unless_a_server_crash_eras
     result = check_run(crashed)
     assert result["ok"]
     assert result["checks"]["attempts"]["erased_by_server_crash"] == 1
+    # The server dies while the stop runs: a start just after the stop's call, before the
+    # stop returned, may have been erased too.
+    during = run([job("1")], twice, faults=[Fault("pg_crash", 1.99, detail={"stop_s": 0.1})])
+    assert check_run(during)["ok"]
     # A crash long after the start cannot have erased it.
     late = run([job("1")], [ex("1", 2.0, 2.5, pid=7), ex("1", 4.0, 4.5, pid=8)])
     late.faults = [Fault("pg_crash", 3.5)]
