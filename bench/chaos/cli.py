@@ -380,7 +380,11 @@ def parser() -> argparse.ArgumentParser:
         help="postgres: a private server and --runners worker processes; sqlite: one runner "
         "on a file, killed and restarted (default: both)",
     )
-    p.add_argument("--quick", action="store_true", help="the short run CI does (12 s a engine)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the short run CI does (12 s per engine, a fault about every second)",
+    )
     p.add_argument("--duration", type=float, help="seconds of load and faults (default 60)")
     p.add_argument("--seed", type=int, help="seeds the faults and the load (default: random)")
     p.add_argument("--runs", type=int, default=1, help="runs per engine (seeds seed, seed+1, ...)")
