@@ -216,7 +216,26 @@ def _pair_problem(
         "pids": [p_first.pid, p_last.pid, first.pid],
         # A submit that failed may have been committed all the same.
         "earlier_submit": "answered" if earlier.id in answered else "failed, stored anyway",
+        # Relative to the later job's start, which came too early.
+        "earlier_history": _history_around(earlier, first.start_wall),
+        "later_history": _history_around(later, first.start_wall),
     }
+
+
+def _history_around(job: Job, wall: float) -> list[str]:
+    return [f"{status}@{t - wall:+.3f}s" for status, t, _ in job.history]
+
+
+def _faults_near(
+    faults: Sequence[Fault], begin: float, end: float, origin: float | None = None
+) -> list[str]:
+    """The faults from ``begin`` to ``end`` (monotonic), timed from ``origin`` (else ``end``)."""
+    zero = end if origin is None else origin
+    return [
+        f"{f.kind}@{f.at - zero:+.2f}s{f' pid {f.pid}' if f.pid else ''}"
+        for f in faults
+        if begin <= f.at <= end
+    ]
 
 
 def check_key_order(run: Run, by_job: dict[str, list[Execution]]) -> dict[str, Any]:
@@ -234,6 +253,8 @@ def check_key_order(run: Run, by_job: dict[str, list[Execution]]) -> dict[str, A
             if prev is not None:
                 problem = _pair_problem(prev[0], prev[1], j, runs, answered)
                 if problem is not None:
+                    start = min(e.start for e in runs)
+                    problem["faults_around"] = _faults_near(run.faults, start - 5.0, start)
                     problems.append(problem)
             prev = (j, runs)
     out = _result(problems)
@@ -297,11 +318,7 @@ def check_attempts(run: Run, by_job: dict[str, list[Execution]]) -> dict[str, An
             ):
                 erased += 1
                 continue
-            between = [
-                f"{f.kind}@{f.at - first.start:+.2f}s{f' pid {f.pid}' if f.pid else ''}"
-                for f in run.faults
-                if first.start - CRASH_WINDOW <= f.at <= e.start
-            ]
+            between = _faults_near(run.faults, first.start - CRASH_WINDOW, e.start, first.start)
             problems.append(
                 {
                     "job": job,
