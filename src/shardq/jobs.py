@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
 from prometheus_client import CollectorRegistry
@@ -56,7 +56,6 @@ from .observe import Metrics, capture_context, instrument_driver, submit_span
 from .runner import Runner
 from .tasks import TaskSupport
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 #: Jobs of a batch encoded between two turns of the event loop.
 _ENCODE_CHUNK = 250
@@ -265,6 +264,7 @@ class JobService(TaskSupport):
         timeout: float | None = ...,
         delay: float = ...,
         duration: Duration = ...,
+        conn: object = ...,
     ) -> list[str]: ...
 
     @overload
@@ -280,6 +280,7 @@ class JobService(TaskSupport):
         timeout: float | None = ...,
         delay: float = ...,
         duration: Duration = ...,
+        conn: object = ...,
     ) -> str: ...
 
     async def submit(
@@ -294,6 +295,7 @@ class JobService(TaskSupport):
         timeout: float | None = None,
         delay: float = 0,
         duration: Duration = "short",
+        conn: object = None,
     ) -> str | list[str]:
         """Store a job and return its id; a list payload is a batch (one transaction) and
         returns a list of ids. When ``submit`` returns, the jobs are committed.
@@ -301,7 +303,8 @@ class JobService(TaskSupport):
         A ``dedupe_key`` already held by a retained job returns that job's id instead (in a
         batch, item ``i`` uses ``f"{dedupe_key}:{i}"``). Jobs sharing ``key`` run one at a
         time in submit order. ``timeout`` bounds each attempt; ``delay`` defers the first.
-        Invalid input raises ``JobError(reason="Validation")`` and stores nothing.
+        Invalid input raises ``JobError(reason="Validation")`` and stores nothing. With
+        ``conn``, the jobs join the caller's open transaction on it (see ``submit_many``).
         """
         batch = isinstance(payload, list)
         items: list[Any] = payload if batch else [payload]
@@ -334,7 +337,7 @@ class JobService(TaskSupport):
             )
             check_seconds("delay", delay, zero_ok=True)
             return []
-        results = await self.submit_many(specs, delay=delay)
+        results = await self.submit_many(specs, delay=delay, conn=conn)
         ids = [r.job_id for r in results]
         return ids if batch else ids[0]
 
@@ -342,10 +345,14 @@ class JobService(TaskSupport):
     enqueue = submit
 
     async def submit_many(
-        self, jobs: Sequence[JobPayload], *, delay: float = 0
+        self, jobs: Sequence[JobPayload], *, delay: float = 0, conn: object = None
     ) -> list[SubmitResult]:
         """Store jobs of any types and options in one transaction; per job, its id and
-        whether it was a duplicate of a retained job (by dedupe key)."""
+        whether it was a duplicate of a retained job (by dedupe key).
+
+        ``conn``: a connection of the application with a transaction open (asyncpg on
+        PostgreSQL, ``sqlite3.Connection`` to the same file on SQLite): the jobs are inserted
+        in that transaction, exist if and only if it commits, and run once it has."""
         seconds = check_seconds("delay", delay, zero_ok=True)
         if not isinstance(jobs, Sequence) or isinstance(jobs, str | bytes):
             raise JobError.from_validation(
@@ -375,7 +382,10 @@ class JobService(TaskSupport):
         if inserts is None:
             raise JobError.from_runner_unavailable(None, "the JobService is not started")
         with submit_span(jobs[0].type, len(jobs)):
-            results = await inserts.submit(rows)
+            if conn is None:
+                results = await inserts.submit(rows)
+            else:
+                results = await self.driver.insert_jobs_within(conn, rows)
         fresh: list[JobRef] = []
         counts: dict[tuple[str, int], int] = {}
         for row, (_, duplicate) in zip(rows, results, strict=True):
@@ -385,7 +395,7 @@ class JobService(TaskSupport):
                 fresh.append(JobRef(row.id, row.priority, row.run_at, row.key, row.shard))
         for (job_type, priority), n in counts.items():
             self.metrics.enqueued.labels(job_type, PRIORITIES[priority]).inc(n)
-        if self._runner is not None and fresh:
+        if self._runner is not None and fresh and conn is None:
             self._runner.offer(fresh)
         return [SubmitResult(str(i), dup) for i, dup in results]
 
@@ -629,7 +639,10 @@ class JobService(TaskSupport):
 
     def submit_sync(self, job_type: str, payload: Any, **options: Any) -> str | list[str]:
         """Blocking ``submit``, for synchronous code (see ``with JobService(...)``)."""
-        result: str | list[str] = self._sync(lambda: self.submit(job_type, payload, **options))
+        here = options.get("conn") is not None  # a connection is used in its own thread
+        result: str | list[str] = self._sync(
+            lambda: self.submit(job_type, payload, **options), here
+        )
         return result
 
     def status_sync(self, job_id: str) -> JobStatusResponse:
@@ -643,20 +656,6 @@ class JobService(TaskSupport):
     def replay_sync(self, dlq_id: str) -> str:
         """Blocking ``replay``."""
         return self._sync(lambda: self.replay(dlq_id))
-
-    def _sync(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        loop = self._loop
-        if loop is None or self._driver is None:
-            raise JobError.from_runner_unavailable(
-                None, "the JobService is not started (use 'with JobService(...) as jobs:')"
-            )
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            raise RuntimeError("the *_sync methods block; inside the event loop use 'await'")
-        return asyncio.run_coroutine_threadsafe(make(), loop).result()
 
     # -- events --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ whatever else msgspec supports, or pydantic models when pydantic is installed.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import typing
@@ -75,6 +76,9 @@ class SubmitOptions(TypedDict, total=False):
     timeout: float | None
     delay: float
     duration: Duration
+    #: The application's connection whose open transaction the job joins (see
+    #: ``JobService.submit_many``).
+    conn: object
 
 
 _SUBMIT_OPTIONS = frozenset(SubmitOptions.__annotations__)
@@ -162,7 +166,8 @@ class Task(Generic[P, R]):
 
     def submit_sync(self, payload: P, **options: Unpack[SubmitOptions]) -> JobHandle[R]:
         """Blocking ``submit``, for synchronous code (see ``with JobService(...)``)."""
-        return self._jobs._blocking(lambda: self.submit(payload, **options))
+        here = options.get("conn") is not None  # a connection is used in its own thread
+        return self._jobs._blocking(lambda: self.submit(payload, **options), here)
 
     def schema(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The JSON Schema of this task's payload and the named schemas it refers to."""
@@ -198,7 +203,9 @@ class Task(Generic[P, R]):
             )
             for i, p in enumerate(payloads)
         ]
-        results = await self._jobs.submit_many(specs, delay=merged.get("delay", 0))
+        results = await self._jobs.submit_many(
+            specs, delay=merged.get("delay", 0), conn=merged.get("conn")
+        )
         return [JobHandle(self._jobs, r.job_id, self.result_codec.decode) for r in results]
 
 
@@ -356,7 +363,7 @@ def add_task_schemas(spec: dict[str, Any], jobs: JobService) -> dict[str, Any]:
 
 
 class TaskSupport:
-    """The typed-task methods of ``JobService``."""
+    """The typed-task methods of ``JobService``, and the bridge its blocking methods share."""
 
     def task(self, job_type: str, **options: Unpack[TaskOptions]) -> TaskDecorator:
         """Decorator: make a function of one annotated argument the handler of
@@ -364,11 +371,30 @@ class TaskSupport:
         (priority, max_attempts, timeout, duration) are the defaults of its jobs."""
         return TaskDecorator(cast("JobService", self), job_type, options)
 
-    def _blocking(self, make: Callable[[], Awaitable[T]]) -> T:
-        """The value of the awaitable ``make()`` returns, run on the service's event loop,
-        for synchronous code (as the ``*_sync`` methods)."""
+    def _blocking(self, make: Callable[[], Awaitable[T]], here: bool = False) -> T:
+        """The value of the awaitable ``make()`` returns, for synchronous code (as the
+        ``*_sync`` methods): run on the service's event loop, or in the calling thread when
+        ``here`` (a caller's connection in use must stay in the thread that made it)."""
 
         async def run() -> T:
             return await make()
 
-        return cast("JobService", self)._sync(run)
+        return self._sync(run, here)
+
+    def _sync(self, make: Callable[[], Coroutine[Any, Any, T]], here: bool = False) -> T:
+        """See ``_blocking``."""
+        jobs = cast("JobService", self)
+        loop = jobs._loop
+        if loop is None or jobs._driver is None:
+            raise JobError.from_runner_unavailable(
+                None, "the JobService is not started (use 'with JobService(...) as jobs:')"
+            )
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop or (here and running is not None):
+            raise RuntimeError("the *_sync methods block; inside the event loop use 'await'")
+        if here:
+            return asyncio.run(make())
+        return asyncio.run_coroutine_threadsafe(make(), loop).result()

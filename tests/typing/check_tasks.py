@@ -8,6 +8,7 @@ on it. ``assert_type`` fails the check wherever a type is not exactly the one wr
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypedDict, assert_type
@@ -72,3 +73,13 @@ async def use() -> None:
     assert_type(norm.submit_sync({"x": 1, "y": 1}), JobHandle[float])
     task: Task[Receipt, dict[str, int]] = send_receipt
     assert_type(await (await task.submit(Receipt(2, "c@d.e"))).result(), dict[str, int])
+
+
+async def in_a_transaction(conn: sqlite3.Connection) -> None:
+    job_id = await jobs.submit("receipt.send", {"order_id": 1}, conn=conn)
+    assert_type(job_id, str)
+    ids = await jobs.submit("receipt.send", [{"order_id": 1}], conn=conn)
+    assert_type(ids, list[str])
+    h = await send_receipt.submit(Receipt(1, "a@b.c"), conn=conn)
+    assert_type(h, JobHandle[dict[str, int]])
+    assert_type(jobs.submit_sync("receipt.send", {"order_id": 1}, conn=conn), str | list[str])

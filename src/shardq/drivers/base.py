@@ -236,6 +236,15 @@ class Driver(Protocol):
         returned instead (also for duplicates within ``jobs``).
         """
 
+    async def insert_jobs_within(
+        self, conn: object, jobs: Sequence[NewJob]
+    ) -> list[tuple[int, bool]]:
+        """``insert_jobs``, but in the caller's transaction open on ``conn`` (a connection
+        of this engine's kind to the same database), in the calling thread: the jobs exist
+        if and only if that transaction commits, and their owners are woken once it has.
+        A connection of another kind, or one with no transaction open, raises
+        ``JobError(reason="Validation")`` before anything is written."""
+
     async def load_refs(self, ids: Collection[int]) -> list[JobRef]:
         """The queued jobs among ``ids``, as far as this process knows: an engine may answer
         from the announcements it heard instead of reading storage, so a job finished or

@@ -43,6 +43,7 @@ from ..base import (
     StartedJob,
     job_refs,
 )
+from .inserts import DEDUPE_TRIES, insert_dedupe, insert_within, plain_insert
 from .notifier import Notifier
 from .payloads import submitted_payloads
 from .shard_locks import ShardLocks
@@ -53,13 +54,10 @@ from .statements import (
     FINISH,
     FINISH_COMPLETE,
     HISTORY_CANCELLED,
-    INSERT_DEDUPE,
     INSERT_PLAIN,
-    INSERT_UNIFORM,
     NOTIFY,
     QUEUED,
     REF,
-    SHARED,
     START,
     append,
     new_job_arrays,
@@ -313,24 +311,17 @@ class PostgresDriver:
             return []
         ids = [j.id for j in jobs]
         if all(j.dedupe_key is None for j in jobs):
-            shared = SHARED(jobs[0])
-            if all(SHARED(j) == shared for j in jobs):
-                history = json.dumps([["queued", shared[7], None]])  # [7]: created_at
-                payloads = [j.payload for j in jobs]
-                keys, shards = [j.key for j in jobs], [j.shard for j in jobs]
-                sql, args = INSERT_UNIFORM, [ids, payloads, keys, shards, *shared, history]
-            else:
-                sql, args = INSERT_PLAIN, new_job_arrays(jobs)
+            sql, args = plain_insert(jobs)
             self._track_own(ids)
             try:
-                await self.pool.execute(sql, *args, submitted_payloads(jobs))
+                await self.pool.execute(sql, *args)
             except BaseException:
                 self._own.difference_update(ids)
                 raise
             self._count_inserted(len(jobs))
             return [(i, False) for i in ids]
         arrays = new_job_arrays(jobs)
-        for _ in range(3):
+        for _ in range(DEDUPE_TRIES):
             result = await self._insert_dedupe(jobs, arrays)
             if result is not None:
                 self._count_inserted(sum(1 for _, duplicate in result if not duplicate))
@@ -343,37 +334,25 @@ class PostgresDriver:
         self._track_own([j.id for j in jobs])
         try:
             async with self.pool.acquire() as c, c.transaction():
-                inserted = {r[0] for r in await c.fetch(INSERT_DEDUPE, *arrays)}
-                holders: dict[str, int] = {}
-                missing = [
-                    j.dedupe_key for j in jobs if j.id not in inserted and j.dedupe_key is not None
-                ]
-                if missing:
-                    rows = await c.fetch(
-                        "SELECT dedupe_key, id FROM jobs WHERE dedupe_key = ANY($1::text[])",
-                        missing,
-                    )
-                    holders = {r[0]: r[1] for r in rows}
-                out: list[tuple[int, bool]] = []
-                for j in jobs:
-                    if j.id in inserted:
-                        out.append((j.id, False))
-                    elif j.dedupe_key in holders:
-                        out.append((holders[j.dedupe_key], True))
-                    else:
-                        # The holder went away between the two statements (pruned): again.
-                        raise _Retry
-                fresh = [j for j in jobs if j.id in inserted]
-                if fresh:
-                    await c.execute(NOTIFY, submitted_payloads(fresh))
+                out = await insert_dedupe(c, jobs, arrays)
+                if out is None:
+                    raise _Retry  # rolls the transaction back
         except _Retry:
             self._own.difference_update(j.id for j in jobs)
             return None
         except BaseException:
             self._own.difference_update(j.id for j in jobs)
             raise
-        self._own.difference_update(j.id for j in jobs if j.id not in inserted)
+        self._own.difference_update(j.id for j, (_, dup) in zip(jobs, out, strict=True) if dup)
         return out
+
+    async def insert_jobs_within(
+        self, conn: object, jobs: Sequence[NewJob]
+    ) -> list[tuple[int, bool]]:
+        # Not tracked as this process's own: a local runner hears of them at the commit.
+        result = await insert_within(conn, jobs)
+        self._count_inserted(sum(1 for _, duplicate in result if not duplicate))
+        return result
 
     # -- runner reads --------------------------------------------------------------------
 

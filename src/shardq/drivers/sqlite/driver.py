@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -39,6 +40,7 @@ from ..base import (
     StartedJob,
     job_refs,
 )
+from .inserts import INSERT, CommitWatch, check_connection, insert_args, insert_rows
 from .wake import Announcer, Listener, RunnerLock, socket_path, watcher_path
 
 T = TypeVar("T")
@@ -57,12 +59,6 @@ _REF = "id, priority, run_at, key, shard"
 #: Errors saying SQLite refused what it was given (see ``SQLiteDriver.unreachable``).
 _REFUSED = (ValueError, TypeError, OverflowError, sqlite3.DataError, sqlite3.IntegrityError,
             sqlite3.InterfaceError)  # fmt: skip
-_INSERT = (
-    "INSERT INTO jobs (id, type, payload, priority, state, key, shard, dedupe_key, max_attempts,"
-    " timeout, duration, batch_id, run_at, created_at, updated_at, context, history)"
-    " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-    " json_array(json_array('queued', ?, NULL)))"
-)
 # History is a JSON array in text; an entry is appended as text (json_insert would parse and
 # re-serialise the whole array on every start and finish).
 _APPENDED = "substr(history, 1, length(history) - 1) || ',' || json_array({}, {}, {}) || ']'"
@@ -94,14 +90,6 @@ def path_from_url(url: str) -> str:
             f"SQLite URL {url!r} names no file; shardq needs a file (e.g. sqlite:///shardq.db)"
         )
     return path
-
-
-def _insert_args(j: NewJob) -> tuple[Any, ...]:
-    return (
-        j.id, j.type, j.payload, j.priority, j.key, j.shard, j.dedupe_key, j.max_attempts,
-        j.timeout, j.duration, j.batch_id, j.run_at, j.created_at, j.created_at, j.context,
-        j.created_at,
-    )  # fmt: skip
 
 
 class SQLiteDriver:
@@ -140,11 +128,14 @@ class SQLiteDriver:
         self._watchers: set[str] = set()
         self._watch_listener: Listener | None = None
         self._watched_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._commit_watch = CommitWatch(self.path, self._committed_elsewhere)
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
         if self.runner:
             self._lock.acquire()
         try:
@@ -164,6 +155,7 @@ class SQLiteDriver:
             raise
 
     async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._commit_watch.close)
         if self._watch_listener is not None:
             self._watch_listener.close()
             self._watch_listener = None
@@ -349,32 +341,31 @@ class SQLiteDriver:
     # -- submit --------------------------------------------------------------------------
 
     async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[tuple[int, bool]]:
-        def run(c: sqlite3.Connection) -> list[tuple[int, bool]]:
-            out: list[tuple[int, bool]] = []
-            plain = [j for j in jobs if j.dedupe_key is None]
-            if len(plain) == len(jobs):
-                c.executemany(_INSERT, [_insert_args(j) for j in jobs])
-                return [(j.id, False) for j in jobs]
-            for j in jobs:
-                if j.dedupe_key is None:
-                    c.execute(_INSERT, _insert_args(j))
-                    out.append((j.id, False))
-                    continue
-                cur = c.execute(_INSERT + " ON CONFLICT (dedupe_key) DO NOTHING", _insert_args(j))
-                if cur.rowcount == 1:
-                    out.append((j.id, False))
-                else:
-                    row = c.execute(
-                        "SELECT id FROM jobs WHERE dedupe_key = ?", (j.dedupe_key,)
-                    ).fetchone()
-                    out.append((row[0], True))
-            return out
-
-        result = await self._tx(run, rows=len(jobs))
+        result = await self._tx(lambda c: insert_rows(c, jobs), rows=len(jobs))
         fresh = [i for i, dup in result if not dup]
         if fresh:
             self._announce("submitted", fresh)
         return result
+
+    async def insert_jobs_within(
+        self, conn: object, jobs: Sequence[NewJob]
+    ) -> list[tuple[int, bool]]:
+        # Runs in the calling thread: a sqlite3 connection belongs to the thread that made it.
+        c = check_connection(conn, self.path)
+        result = insert_rows(c, jobs)
+        fresh = [i for i, dup in result if not dup]
+        if fresh:
+            self._commit_watch.inserted(c, fresh)
+        return result
+
+    def _committed_elsewhere(self, ids: list[int]) -> None:
+        """On the commit watcher's thread: jobs of a caller's transaction have committed."""
+        loop, handler = self._loop, self._handler
+        if not self.runner:
+            self._announce("submitted", ids)
+        elif loop is not None and handler is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(handler, "submitted", ids)
 
     # -- runner reads --------------------------------------------------------------------
 
@@ -582,7 +573,7 @@ class SQLiteDriver:
                 return "missing"
             if row[0] is not None:
                 return "already"
-            c.execute(_INSERT, _insert_args(job))
+            c.execute(INSERT, insert_args(job))
             c.execute(
                 "UPDATE job_dlq SET replayed_at = ?, replay_job_id = ? WHERE id = ?",
                 (job.created_at, job.id, dlq_id),
