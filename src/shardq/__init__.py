@@ -17,6 +17,7 @@ Embedded on SQLite with no set-up, or a cluster of runners on PostgreSQL, with o
 from .clock import Clock, FakeClock, SystemClock
 from .config import Config
 from .context import JobContext, current_job
+from .control import Snooze
 from .errors import JobError, RunnerLockedError
 from .ids import Snowflake
 from .jobs import JobService
@@ -51,6 +52,7 @@ __all__ = [
     "QueueStats",
     "RetryPolicy",
     "RunnerLockedError",
+    "Snooze",
     "Snowflake",
     "Status",
     "SubmitResult",

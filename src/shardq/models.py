@@ -9,6 +9,9 @@ from typing import Any, Literal, get_args
 Priority = Literal["critical", "high", "normal", "low"]
 Status = Literal["queued", "processing", "complete", "failed", "cancelled"]
 Duration = Literal["short", "long"]
+#: What a history entry records: a status entered, or ``snoozed`` (put off by the handler,
+#: queued again without using an attempt).
+HistoryStatus = Literal["queued", "processing", "complete", "failed", "cancelled", "snoozed"]
 
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 STATUSES: tuple[Status, ...] = get_args(Status)
@@ -27,9 +30,10 @@ def ms_to_datetime(ms: int) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One state transition of a job: the status entered, when, and the error that caused it."""
+    """One state transition of a job: the status entered (or ``snoozed``), when, and the
+    error that caused it."""
 
-    status: Status
+    status: HistoryStatus
     timestamp: datetime
     error: str | None = None
 

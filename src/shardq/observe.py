@@ -130,6 +130,9 @@ class Metrics:
         self.retried = Counter(
             "shardq_jobs_retried", "Attempts that will be retried", labels, registry=r
         )
+        self.snoozed = Counter(
+            "shardq_jobs_snoozed", "Attempts that put their job off (Snooze)", labels, registry=r
+        )
         self.dead_lettered = Counter(
             "shardq_jobs_dead_lettered", "Jobs moved to the dead-letter table", labels, registry=r
         )

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from ._internal.validation import MAX_ATTEMPTS, MAX_NAME, MAX_SECONDS
-from .models import Duration, JobPayload, Priority, Status
+from .models import Duration, HistoryStatus, JobPayload, Priority, Status
 
 __all__ = [
     "MAX_BATCH",
@@ -160,7 +160,7 @@ class BatchSubmitted(_Body):
 class HistoryEntry(_Body, omit_defaults=True):
     """A state a job entered, when, and the error that made it."""
 
-    status: Status
+    status: HistoryStatus
     timestamp: Time
     error: str | None = None
 

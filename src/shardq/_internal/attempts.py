@@ -23,6 +23,7 @@ from opentelemetry.trace import ProxyTracerProvider
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..context import JobContext, reset_current, set_current
+from ..control import Snooze
 from ..drivers.base import Outcome, StartedJob
 from ..errors import JobError
 from ..ids import Snowflake
@@ -109,6 +110,11 @@ class AttemptRunner:
             encoded = "null" if result is None else encode_json("the handler's result", result)
             outcome = Outcome(
                 job.id, job.attempts, "complete", self._clock.now_ms(), result=encoded
+            )
+        except Snooze as snooze:
+            at = self._clock.now_ms()
+            outcome = Outcome(
+                job.id, job.attempts, "snooze", at, run_at=at + int(snooze.seconds * 1000)
             )
         except asyncio.CancelledError:
             if attempt.cancel_requested:

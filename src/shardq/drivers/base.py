@@ -85,7 +85,8 @@ class StartedJob:
     context: str | None
 
 
-OutcomeKind = Literal["complete", "retry", "failed", "cancelled"]
+#: How an attempt ended; "snooze" puts the job off without using the attempt.
+OutcomeKind = Literal["complete", "retry", "snooze", "failed", "cancelled"]
 
 
 @dataclass(slots=True)

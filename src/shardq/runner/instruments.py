@@ -23,6 +23,7 @@ class Instruments:
         self._outcome_counters: dict[OutcomeKind, Any] = {
             "complete": metrics.completed,
             "retry": metrics.retried,
+            "snooze": metrics.snoozed,
             "failed": metrics.dead_lettered,
             "cancelled": metrics.cancelled,
         }
@@ -84,7 +85,7 @@ class Instruments:
     def finished(self, job: StartedJob, kind: OutcomeKind) -> None:
         """An attempt's outcome ``kind`` was written."""
         self._child(self._outcome_counters[kind], job.type, PRIORITIES[job.priority]).inc()
-        if kind == "retry":
+        if kind in ("retry", "snooze"):
             self.queued(job.priority, 1)
 
     def running(self, n: int) -> None:

@@ -14,6 +14,7 @@ TransitionCallback = Callable[[int, str], None]
 STATUS_OF: dict[OutcomeKind, str] = {
     "complete": "complete",
     "retry": "queued",
+    "snooze": "queued",
     "failed": "failed",
     "cancelled": "cancelled",
 }
@@ -70,7 +71,7 @@ class Outcomes:
         retry_ref = None
         if written:
             self._instruments.finished(job, outcome.kind)
-            if outcome.kind == "retry":
+            if outcome.kind in ("retry", "snooze"):
                 run_at = outcome.run_at if outcome.run_at is not None else outcome.at
                 retry_ref = JobRef(job.id, job.priority, run_at, job.key, job.shard)
         backlog = self._backlog
@@ -83,7 +84,8 @@ class Outcomes:
         backlog.known.discard(job.id)
         self._cancel_pending.discard(job.id)
         if retry_ref is not None and not self.stopping:
-            # A keyed retry keeps the head of its mailbox: nothing of its key overtakes it.
+            # A keyed retry (or snooze) keeps the head of its mailbox: nothing of its key
+            # overtakes it.
             if job.key is None:
                 backlog.windows.place(retry_ref, now)
             else:

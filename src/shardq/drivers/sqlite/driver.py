@@ -647,6 +647,13 @@ def _finish(c: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -> l
                 f" owner = NULL, {_APPEND} {_FENCE}",
                 (o.run_at, o.error, o.at, "queued", o.at, o.error, *fence),
             )
+        elif o.kind == "snooze":
+            # The attempt is given back: the job runs again under the same number.
+            cur = c.execute(
+                "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?,"
+                f" attempts = attempts - 1, owner = NULL, {_APPEND} {_FENCE}",
+                (o.run_at, o.at, "snoozed", o.at, None, *fence),
+            )
         else:
             cur = c.execute(
                 "UPDATE jobs SET state = ?, error = ?, finished_at = ?, updated_at = ?,"
