@@ -12,6 +12,7 @@ jobs = JobService(
     concurrency=int(os.environ.get("SHARDQ_TEST_CONCURRENCY", "16")),
     retry=RetryPolicy(base=0.01, cap=0.05, jitter=0),
     drain_timeout=5.0,
+    heartbeat=float(os.environ.get("SHARDQ_TEST_HEARTBEAT", "1.0")),
 )
 
 

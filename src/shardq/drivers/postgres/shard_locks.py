@@ -7,9 +7,10 @@ of each shard; a runner takes the shards it should own whose locks are free, and
 the shards it should no longer own once their running jobs finish (or a hand-over timeout
 passes). A runner that dies loses its session, and with it every lock, at once.
 
-Membership changes are announced (``NOTIFY shardq_runners``) on join, hand-over and leave; a
-heartbeat on the lock session (one statement a second by default) also notices runners
-whose sessions vanished. No query here looks for work.
+Membership changes are announced (``NOTIFY shardq_runners``) on join, hand-over and leave,
+and a runner whose session ends without a word is announced at once by the peer watching
+its runner lock (``peer_watch``); a heartbeat on the lock session (one statement a second by
+default) notices whatever a watch missed. No query here looks for work.
 
 Fencing: if the lock session fails, or any lock operation outlives its deadline, every shard
 is given up at once (``on_change(set(), all)``) before reconnecting. Starting a job is also
@@ -29,6 +30,7 @@ import asyncpg
 
 from ...clock import SYSTEM_CLOCK, Clock
 from ...sharding import HashRing
+from .peer_watch import PeerWatch, successor
 
 log = logging.getLogger("shardq.postgres.shard_locks")
 
@@ -45,7 +47,7 @@ _LIVE = f"""
 WITH hb AS (
     UPDATE shardq_runners SET heartbeat_at = $2 WHERE id = $1
 ), live AS (
-    SELECT r.id FROM shardq_runners r
+    SELECT r.id, r.lock_key FROM shardq_runners r
     WHERE EXISTS (
         SELECT 1 FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
@@ -55,7 +57,7 @@ WITH hb AS (
     DELETE FROM shardq_runners r
     WHERE r.heartbeat_at < $2 - 10000 AND r.id <> $1 AND r.id NOT IN (SELECT id FROM live)
 )
-SELECT id FROM live
+SELECT id, lock_key FROM live
 """
 
 
@@ -107,6 +109,13 @@ class ShardLocks:
         self._kick = asyncio.Event()
         self._lost = False
         self._task: asyncio.Task[None] | None = None
+        self._watch = PeerWatch(
+            dsn,
+            RUNNER_LOCK_SPACE,
+            MEMBERS_CHANNEL,
+            server_settings=self._settings,
+            timeout=op_timeout,
+        )
         #: The runner lock's second key, found free when connecting.
         self.lock_key = zlib.crc32(token.encode()) & 0x7FFFFFFF
 
@@ -136,6 +145,7 @@ class ShardLocks:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._watch.close()
         conn, self._conn = self._conn, None
         self._held.clear()
         self._releasing.clear()
@@ -290,6 +300,7 @@ class ShardLocks:
         now = self._clock.now_ms()
         rows = await self._bounded(conn.fetch(_LIVE, self.token, now))
         desired = self._desired_for(frozenset(r[0] for r in rows) | {self.token})
+        await self._watch.follow(successor(self.token, [(r[0], r[1]) for r in rows]))
 
         # Hand over what another runner should own: stop starting its jobs first.
         leaving = self._held - desired - self._releasing.keys()
