@@ -135,6 +135,9 @@ class JobRecord:
     result: str | None
     error: str | None
     history: list[tuple[str, int, str | None]]
+    #: The schedule that submitted the job, and the tick (ms) it was for.
+    schedule: str | None = None
+    tick: int | None = None
 
 
 @dataclass(slots=True)
@@ -159,7 +162,7 @@ class DeadLetterRecord:
 
 CancelResult = Literal["cancelled", "requested", "finished", "missing"]
 ReplayResult = Literal["replayed", "already", "missing"]
-EventKind = Literal["submitted", "cancel", "finished", "rescan"]
+EventKind = Literal["submitted", "cancel", "finished", "rescan", "schedules"]
 #: Called by a driver's listener for each notification from another process.
 EventHandler = Callable[[EventKind, list[int]], None]
 
@@ -176,6 +179,70 @@ class JobFilter:
     created_before: int | None = None
     limit: int = 50
     before_id: int | None = None
+
+
+@dataclass(slots=True)
+class ScheduleRecord:
+    """A row of ``schedules``: a schedule's spec (``payload`` as JSON text, ``priority`` as
+    its rank), the shard its name hashes to, and how far its ticks are handled."""
+
+    name: str
+    shard: int
+    job_type: str
+    cron: str | None
+    every_ms: int | None
+    tz: str
+    payload: str
+    priority: int
+    misfire: str
+    overlap: str
+    key: str | None
+    declared: bool = False
+    paused: bool = False
+    #: Every tick up to here is handled (fired, or dropped by the misfire policy).
+    after_ms: int = 0
+    last_tick: int | None = None
+    last_job_id: int | None = None
+
+
+@dataclass(slots=True)
+class FiredTick:
+    """A tick a runner handled: every tick of ``name`` through ``through`` is done, and
+    ``tick`` (if set) submitted the job ``job_id``."""
+
+    name: str
+    through: int
+    tick: int | None = None
+    job_id: int | None = None
+
+
+class ScheduleStore(Protocol):
+    """Where an engine keeps schedules. A change wakes the owner of the schedule's shard
+    (event ``schedules`` with the shard numbers), as a submit wakes a job's owner."""
+
+    async def put(
+        self, schedules: Sequence[ScheduleRecord], now: int, *, declared_only: bool = False
+    ) -> list[str]:
+        """Add or change ``schedules`` in one transaction; the names added or changed. A new
+        schedule's ticks start after ``now``, and so do a changed one's when its timing (cron,
+        interval, zone) changed. With ``declared_only``, ``schedules`` are every schedule
+        declared in code: declared ones not among them are removed."""
+
+    async def remove(self, name: str) -> bool:
+        """Remove a schedule; False if there was none of that name."""
+
+    async def get(self, name: str) -> ScheduleRecord | None:
+        """One schedule, or None."""
+
+    async def load(self, shards: Collection[int] | None) -> list[ScheduleRecord]:
+        """The schedules of ``shards`` (None: all), by name."""
+
+    async def fired(self, ticks: Sequence[FiredTick]) -> None:
+        """Record handled ticks in one transaction: each schedule's ``after_ms`` moves up to
+        ``through`` (never back), and a tick's job records its schedule and tick."""
+
+    async def unfinished(self, job_ids: Collection[int]) -> set[int]:
+        """The jobs among ``job_ids`` that are queued or processing."""
 
 
 class Ownership(Protocol):
@@ -219,6 +286,10 @@ class Driver(Protocol):
     url: str
     #: True when every process hears of every finished job (so waits need no re-reads).
     announces_finished: bool
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        """Where this engine keeps schedules."""
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""

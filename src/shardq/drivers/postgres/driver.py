@@ -33,6 +33,7 @@ from ..base import (
     CancelResult,
     DeadLetterRecord,
     EventHandler,
+    EventKind,
     JobFilter,
     JobRecord,
     JobRef,
@@ -46,6 +47,7 @@ from ..base import (
 from .inserts import DEDUPE_TRIES, insert_dedupe, insert_within, plain_insert
 from .notifier import Notifier
 from .payloads import submitted_payloads
+from .schedules import PostgresSchedules
 from .shard_locks import ShardLocks
 from .statements import (
     ADVANCE,
@@ -67,6 +69,8 @@ log = logging.getLogger("shardq.postgres")
 
 #: Advisory lock key (with the xact lock's second key 0) that serialises migrations.
 _MIGRATION_LOCK = 0x53514D47  # "SQMG"
+#: Notifications whose body is a JSON array of ids (jobs, or shards for "schedules").
+_LISTED: dict[str, EventKind] = {"f": "finished", "c": "cancel", "t": "schedules"}
 #: Bounds of the in-memory bookkeeping of notifications.
 _MAX_TRACKED = 100_000
 #: Jobs inserted (beyond the table's size at the last analysis) before it is analysed again.
@@ -137,6 +141,7 @@ class PostgresDriver:
         self._rows_analysed = 0.0
         self._inserted = 0
         self._analysing: asyncio.Task[None] | None = None
+        self.schedules = PostgresSchedules(lambda: self.pool)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -256,10 +261,8 @@ class PostgresDriver:
         if handler is None or not payload:
             return
         kind, body = payload[0], payload[1:]
-        if kind == "f":
-            handler("finished", [int(i) for i in json.loads(body)])
-        elif kind == "c":
-            handler("cancel", [int(i) for i in json.loads(body)])
+        if kind in _LISTED:
+            handler(_LISTED[kind], [int(i) for i in json.loads(body)])
         elif kind == "r":
             if self.runner:
                 handler("rescan", [])

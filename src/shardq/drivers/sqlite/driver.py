@@ -41,6 +41,7 @@ from ..base import (
     job_refs,
 )
 from .inserts import INSERT, CommitWatch, check_connection, insert_args, insert_rows
+from .schedules import SQLiteSchedules
 from .wake import Announcer, Listener, RunnerLock, socket_path, watcher_path
 
 T = TypeVar("T")
@@ -130,6 +131,7 @@ class SQLiteDriver:
         self._watched_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_watch = CommitWatch(self.path, self._committed_elsewhere)
+        self.schedules = SQLiteSchedules(self._tx, self._read, self._announce)
 
     # -- lifecycle -----------------------------------------------------------------------
 
