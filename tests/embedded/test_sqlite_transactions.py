@@ -8,7 +8,9 @@ import sqlite3
 import threading
 from typing import Any
 
-from shardq import JobService
+import pytest
+
+from shardq import JobError, JobService
 from shardq.drivers.sqlite.driver import path_from_url
 
 
@@ -82,3 +84,28 @@ async def test_savepoints_end_and_statement_level_commits(sqlite_url: str) -> No
         assert (await jobs.stats()).by_status["complete"] == 3
         assert not [j for j in await jobs.list_jobs() if j.id == dropped]
         conn.close()
+
+
+async def test_a_sqlalchemy_session_on_the_same_file(sqlite_url: str) -> None:
+    pytest.importorskip("sqlalchemy")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    ran: asyncio.Queue[Any] = asyncio.Queue()
+    engine = create_engine(sqlite_url)
+    async with _runner(sqlite_url, ran) as jobs:
+        with Session(engine) as session:
+            session.execute(text("CREATE TABLE orders (id INTEGER)"))
+            session.commit()
+            with pytest.raises(JobError) as err:
+                await jobs.submit("t", {"n": 0}, conn=session)  # no transaction yet
+            assert err.value.reason == "Validation"
+            session.execute(text("INSERT INTO orders VALUES (1)"))
+            await jobs.submit("t", {"n": 1}, conn=session)
+            session.commit()
+        assert await asyncio.wait_for(ran.get(), 10) == {"n": 1}
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO orders VALUES (2)"))
+            await jobs.submit("t", {"n": 2}, conn=conn)
+        assert await asyncio.wait_for(ran.get(), 10) == {"n": 2}
+    engine.dispose()

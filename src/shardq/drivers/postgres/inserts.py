@@ -9,6 +9,7 @@ that transaction commits, and never exists (nor runs) if it rolls back.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,9 @@ from asyncpg.pool import PoolConnectionProxy
 
 from ...errors import JobError
 from ..base import NewJob
+from ..connections import driver_connection
 from .payloads import submitted_payloads
+from .psycopg import PsycopgSession
 from .statements import (
     INSERT_DEDUPE,
     INSERT_PLAIN,
@@ -31,7 +34,8 @@ from .statements import (
 DEDUPE_TRIES = 3
 _HOLDERS = "SELECT dedupe_key, id FROM jobs WHERE dedupe_key = ANY($1::text[])"
 
-Connection = asyncpg.Connection | PoolConnectionProxy
+#: What runs statements in a transaction: an asyncpg connection, or psycopg's in its likeness.
+Session = asyncpg.Connection | PoolConnectionProxy | PsycopgSession
 
 
 def plain_insert(jobs: Sequence[NewJob]) -> tuple[str, list[Any]]:
@@ -48,7 +52,7 @@ def plain_insert(jobs: Sequence[NewJob]) -> tuple[str, list[Any]]:
 
 
 async def insert_dedupe(
-    c: Connection, jobs: Sequence[NewJob], arrays: list[list[Any]]
+    c: Session, jobs: Sequence[NewJob], arrays: list[list[Any]]
 ) -> list[tuple[int, bool]] | None:
     """Insert ``jobs`` (``arrays``: their columns) in the transaction open on ``c``, a job
     whose dedupe key is held answered by its holder, and notify the owners of the new ones.
@@ -78,9 +82,9 @@ class _Again(Exception):
 
 
 async def insert_within(conn: object, jobs: Sequence[NewJob]) -> list[tuple[int, bool]]:
-    """Insert ``jobs`` in the caller's transaction open on ``conn`` (an asyncpg connection,
-    pooled or not); see ``Driver.insert_jobs_within``."""
-    c = check_connection(conn)
+    """Insert ``jobs`` in the caller's transaction open on ``conn``; see
+    ``Driver.insert_jobs_within`` and ``session``."""
+    c = await session(conn)
     if not jobs:
         return []
     if all(j.dedupe_key is None for j in jobs):
@@ -101,21 +105,34 @@ async def insert_within(conn: object, jobs: Sequence[NewJob]) -> list[tuple[int,
     raise RuntimeError("dedupe holders kept disappearing while inserting; try again")
 
 
-def check_connection(conn: object) -> Connection:
-    """``conn`` if it is an asyncpg connection with a transaction open; else
-    ``JobError(reason="Validation")`` saying what is wrong."""
-    if not isinstance(conn, asyncpg.Connection | PoolConnectionProxy):
+async def session(conn: object) -> Session:
+    """What runs shardq's statements in the transaction open on ``conn``: an asyncpg
+    connection (pooled or not), a psycopg 3 connection (async, or sync from synchronous
+    code), or a SQLAlchemy connection or session over either. Anything else, or a
+    connection with no transaction open, raises ``JobError(reason="Validation")``."""
+    raw = await driver_connection(conn)
+    c: Session
+    if isinstance(raw, asyncpg.Connection | PoolConnectionProxy):
+        if raw.is_closed():
+            raise JobError.from_validation(None, "conn is closed")
+        c, open_tx = raw, raw.is_in_transaction()
+    else:
+        psycopg = sys.modules.get("psycopg")
+        if psycopg is None or not isinstance(raw, psycopg.AsyncConnection | psycopg.Connection):
+            raise JobError.from_validation(
+                None,
+                "conn must be an asyncpg or psycopg connection (or a SQLAlchemy connection or"
+                " session over one) on the PostgreSQL engine, got"
+                f" {type(conn).__module__}.{type(conn).__qualname__}",
+            )
+        if raw.closed:
+            raise JobError.from_validation(None, "conn is closed")
+        open_tx = raw.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        c = PsycopgSession(raw)
+    if not open_tx:
         raise JobError.from_validation(
             None,
-            "conn must be an asyncpg connection (or a pool's) on the PostgreSQL engine, got"
-            f" {type(conn).__module__}.{type(conn).__qualname__}",
+            "conn is not in a transaction: submit with conn= inside the transaction that"
+            " writes your rows (e.g. 'async with conn.transaction():')",
         )
-    if conn.is_closed():
-        raise JobError.from_validation(None, "conn is closed")
-    if not conn.is_in_transaction():
-        raise JobError.from_validation(
-            None,
-            "conn is not in a transaction: submit with conn= inside"
-            " 'async with conn.transaction():'",
-        )
-    return conn
+    return c

@@ -25,6 +25,7 @@ from typing import Any
 
 from ...errors import JobError
 from ..base import NewJob
+from ..connections import sync_driver_connection
 
 INSERT = (
     "INSERT INTO jobs (id, type, payload, priority, state, key, shard, dedupe_key, max_attempts,"
@@ -72,8 +73,10 @@ def insert_rows(c: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[tuple[int
 
 
 def check_connection(conn: object, path: str) -> sqlite3.Connection:
-    """``conn`` if it is a ``sqlite3.Connection`` to the database file ``path`` with a
-    transaction open; else ``JobError(reason="Validation")`` saying what is wrong."""
+    """The ``sqlite3.Connection`` that ``conn`` is (or that a SQLAlchemy ``Session`` or
+    ``Connection`` in a transaction wraps), if it is connected to the database file ``path``
+    with a transaction open; else ``JobError(reason="Validation")`` saying what is wrong."""
+    conn = sync_driver_connection(conn)
     if not isinstance(conn, sqlite3.Connection):
         raise JobError.from_validation(
             None,
