@@ -33,6 +33,7 @@ from ._internal.validation import (
 )
 from ._internal.views import dead_letter_view, status_view
 from .clock import SYSTEM_CLOCK, Clock
+from .cluster import ClusterSupport
 from .config import Config
 from .drivers import connect
 from .drivers.base import Driver, EventKind, JobFilter, JobRef, NewJob
@@ -54,7 +55,6 @@ from .models import (
 )
 from .observe import Metrics, capture_context, instrument_driver, submit_span
 from .runner import Runner
-from .tasks import TaskSupport
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Jobs of a batch encoded between two turns of the event loop.
@@ -62,7 +62,7 @@ _ENCODE_CHUNK = 250
 __all__ = ["MAX_SECONDS", "JobService"]
 
 
-class JobService(TaskSupport):
+class JobService(ClusterSupport):
     """A job system on one database: ``sqlite:///file.db`` (embedded) or ``postgresql://…``.
 
     Use it as ``async with JobService(url) as jobs:`` (or ``with`` for synchronous code).
@@ -162,7 +162,7 @@ class JobService(TaskSupport):
                 self._handlers,
                 self.metrics,
                 self._ids,
-                driver.ownership(self.runner_id, self.config.shards),
+                self._ownership(driver),
                 self._context_vars,
                 self._on_transition,
                 self.clock,

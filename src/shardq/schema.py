@@ -331,23 +331,60 @@ class Stats(_Body, omit_defaults=True):
 
 
 class RunnerInfo(_Body):
-    """A runner and the shards it owns."""
+    """A live runner of the cluster: where it runs, its shards and the load its heartbeat
+    published."""
 
     id: str
+    host: str
+    pid: int
+    started_at: Time
+    heartbeat_at: Time
+    shards: list[int]
+    shard_count: Count
+    running: Annotated[int, msgspec.Meta(ge=0, description="handlers running now")]
+    capacity: Annotated[int, msgspec.Meta(ge=0, description="its concurrency")]
+    jobs_per_s: Annotated[
+        float, msgspec.Meta(description="jobs it finished per second, at its last heartbeat")
+    ]
+    draining: Annotated[
+        bool, msgspec.Meta(description="asked to hand its shards over: it owns none")
+    ]
     this_process: bool
-    shards: list[int] | None
-    shard_count: int | None
-    concurrency: int
-    running: int
-    handlers: list[str]
+    handlers: Annotated[
+        list[str] | None, msgspec.Meta(description="its job types (known for this process)")
+    ]
+
+
+class Handover(_Body):
+    """A shard moving between runners (from: still finishing its running jobs, or null)."""
+
+    shard: int
+    from_runner: str | None
+    to_runner: str | None
+
+
+class MembershipEvent(_Body):
+    """A runner joined, left, was found gone (its session ended) or was asked to drain."""
+
+    at: Time
+    runner: str
+    kind: Literal["joined", "left", "gone", "drain"]
+    host: str
+    pid: int
 
 
 class Runners(_Body):
-    """The deployment mode and the runners this process can see."""
+    """The whole cluster, the same from every process: runners, the owner of each shard
+    (null while it is handed over), hand-overs in progress and recent membership events."""
 
     mode: Literal["embedded", "cluster"]
     shards: int
+    at: Time
+    this_runner: str | None
     runners: list[RunnerInfo]
+    shard_map: list[str | None]
+    handovers: list[Handover]
+    events: list[MembershipEvent]
     note: str
 
 

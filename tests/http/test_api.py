@@ -309,6 +309,7 @@ async def test_stats_runners_metrics_health_and_spec(
     assert rn["mode"] == "embedded" and len(rn["runners"]) == 1
     assert rn["runners"][0]["shards"] == list(range(rn["shards"]))
     assert rn["runners"][0]["handlers"] == ["boom", "echo", "slow"]
+    assert rn["runners"][0]["this_process"] and rn["this_runner"] == rn["runners"][0]["id"]
 
     r = await client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")

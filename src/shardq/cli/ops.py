@@ -1,8 +1,9 @@
-"""Operator commands that complete the set: submit, jobs, wait, stats and runners."""
+"""Operator commands that complete the set: submit, jobs, wait, stats, runners and drain."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -117,15 +118,36 @@ def register(sub: Any) -> None:
     p = command(
         sub,
         "runners",
-        help="runners and the shards they own",
+        help="every runner of the cluster, the shard map and membership events",
         description=(
-            "The deployment mode and shard count of the database; with --server, the runners"
-            " and shard ownership a running 'shardq serve' reports."
+            "Every live runner (host, pid, start, last heartbeat, shards, running/capacity,"
+            " jobs/s), shard hand-overs in progress and recent joins, departures and drains,"
+            " read from the database (any process sees the same). An embedded database has"
+            " one runner, which only its own process can describe: use --server there."
         ),
-        examples=["shardq runners --server http://127.0.0.1:8000 --token $TOKEN"],
+        examples=["shardq runners", "shardq runners --server http://127.0.0.1:8000 --token $T"],
     )
     _server_options(p)
     p.set_defaults(run=runners)
+
+    p = command(
+        sub,
+        "drain",
+        help="hand a runner's shards over to the others; it stays up owning nothing",
+        description=(
+            "Ask the runner RUNNER_ID (see 'shardq runners') to hand every shard over. It stops"
+            " starting their jobs at once, lets its running jobs finish (up to the"
+            " handover_timeout, after which they run again elsewhere), then owns nothing and"
+            " stays up until stopped. Waits until no shard is left with it (up to --timeout);"
+            " exit status 1 if it still holds some then."
+        ),
+        examples=["shardq drain 3f2a9c0d5e7b4a1c9d8e7f6a5b4c3d2e --timeout 60"],
+    )
+    p.add_argument("runner_id", metavar="RUNNER_ID")
+    p.add_argument(
+        "--timeout", type=seconds, default=60.0, help="seconds to wait for it (default 60)"
+    )
+    p.set_defaults(run=drain)
 
 
 def _server_options(p: argparse.ArgumentParser) -> None:
@@ -325,33 +347,62 @@ async def stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runners_text(data: dict[str, Any]) -> str:
+    runners = data["runners"]
+    lines = [f"mode {data['mode']}, {data['shards']} shards, {len(runners)} runner(s)"]
+    for r in runners:
+        beat = str(r.get("heartbeat_at", ""))[11:23]
+        flags = " DRAINING" if r.get("draining") else ""
+        lines.append(
+            f"  {r['id']}  {r.get('host', '?')}:{r.get('pid', '?')}  {r['shard_count']:>4} shards"
+            f"  {r['running']}/{r.get('capacity', '?')} running  {r.get('jobs_per_s', 0):,.1f} jobs/s"
+            f"  heartbeat {beat}{flags}"
+        )
+    moving = data.get("handovers", [])
+    if moving:
+        lines.append(f"{len(moving)} shard(s) being handed over")
+    events = data.get("events", [])[:10]
+    if events:
+        lines.append("recent membership events:")
+        lines += [f"  {e['at'][:23]}  {e['kind']:<6}  {e['runner']}" for e in events]
+    if data.get("note"):
+        lines.append(data["note"])
+    return "\n".join(lines)
+
+
 async def runners(args: argparse.Namespace) -> int:
-    """Print runners and shard ownership."""
+    """Print every runner, hand-overs and membership events."""
     if args.server:
         data = _fetch(args, "/api/runners")
+    elif database_url(args).startswith("sqlite"):
+        # Only the runner's own process can describe it: nothing to open here.
+        data = (await JobService(database_url(args), runner=False).cluster()).to_dict()
     else:
-        jobs = JobService(database_url(args), runner=False)
-        cfg = jobs.config
-        mode = "cluster" if cfg.database_url.startswith("postgres") else "embedded"
-        data = {
-            "mode": mode,
-            "shards": cfg.shards,
-            "runners": [],
-            "note": (
-                "an embedded database has at most one runner, which owns every shard;"
-                " use --server to ask a running 'shardq serve'"
-                if mode == "embedded"
-                else "use --server to ask a running 'shardq serve' about shard ownership"
-            ),
-        }
-    lines = [f"mode {data['mode']}, {data['shards']} shards"]
-    for r in data["runners"]:
-        count = r.get("shard_count")
-        lines.append(
-            f"  runner {r['id']}: {count if count is not None else '?'} shards, "
-            f"{r['running']}/{r['concurrency']} running, handlers: "
-            f"{', '.join(r['handlers']) or '(none)'}"
-        )
-    lines.append(data["note"])
-    emit(args, data, "\n".join(lines))
+        async with service(args) as jobs:
+            data = (await jobs.cluster()).to_dict()
+    emit(args, data, _runners_text(data))
     return 0
+
+
+async def drain(args: argparse.Namespace) -> int:
+    """Drain a runner and wait until it holds no shard."""
+    async with service(args) as jobs:
+        await jobs.drain(args.runner_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.timeout
+        while True:
+            # The runners and shards tables only, at most five times a second.
+            view = await jobs.cluster(events=0)
+            held = [h.shard for h in view.handovers if h.from_runner == args.runner_id]
+            left = held + [s for s, o in enumerate(view.shard_map) if o == args.runner_id]
+            if not left or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.2)
+    data = {"runner": args.runner_id, "drained": not left, "shards_left": sorted(left)}
+    text = (
+        f"runner {args.runner_id} owns no shard now (it stays up until stopped)"
+        if not left
+        else f"runner {args.runner_id} still holds {len(left)} shard(s) after {args.timeout}s"
+    )
+    emit(args, data, text)
+    return 0 if not left else 1

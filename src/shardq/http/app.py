@@ -30,6 +30,7 @@ from ..tasks import add_task_schemas
 from .inputs import ApiError, Query, as_object, invalid, only, path_id, require_empty
 from .live import LiveFeed
 from .openapi import build_spec
+from .runners import cluster_json
 from .security import API_CSP, DASHBOARD_CSP, LOOPBACK_HOSTS, Guard, Tokens, normalize_host
 from .wire import JsonResponse, parse_body
 
@@ -286,37 +287,7 @@ class _Api:
 
     async def runners(self, request: Request) -> Response:
         Query(request, set())
-        jobs = self.jobs
-        cfg = jobs.config
-        mode = "cluster" if cfg.database_url.startswith("postgres") else "embedded"
-        runners: list[dict[str, Any]] = []
-        if jobs.runs_jobs:
-            metrics = jobs.metrics
-            runners.append(
-                {
-                    "id": jobs.runner_id,
-                    "this_process": True,
-                    "shards": list(range(cfg.shards)) if mode == "embedded" else None,
-                    "shard_count": cfg.shards if mode == "embedded" else None,
-                    "concurrency": cfg.concurrency,
-                    "running": int(
-                        sum(s.value for f in metrics.running.collect() for s in f.samples)
-                    ),
-                    "handlers": sorted(jobs.handlers),
-                }
-            )
-        return JsonResponse(
-            {
-                "mode": mode,
-                "shards": cfg.shards,
-                "runners": runners,
-                "note": (
-                    "one runner owns every shard of an embedded database"
-                    if mode == "embedded"
-                    else "shard ownership of other runners is not visible from this process"
-                ),
-            }
-        )
+        return JsonResponse(await cluster_json(self.jobs))
 
     async def events(self, request: Request) -> Response:
         Query(request, set())

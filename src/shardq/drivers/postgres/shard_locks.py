@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -43,21 +43,39 @@ MEMBERS_CHANNEL = "shardq_runners"
 RUNNER_LOCK_SPACE = 0x53515252  # "SQRR"
 SHARD_LOCK_SPACE = 0x53515348  # "SQSH"
 
+#: Keeps the newest membership events (run by the statements that add them).
+PRUNE_EVENTS = (
+    "DELETE FROM shardq_runner_events WHERE id < (SELECT max(id) FROM shardq_runner_events) - 200"
+)
+
+# The heartbeat: publishes this runner's load, reads the live runners, marks a runner whose
+# session ended as gone (once: a concurrent marker re-checks gone_at and skips the row), and
+# deletes runners gone for 10 s. A row is marked before it can be deleted, so the two
+# updates never touch the same row in one statement.
 _LIVE = f"""
 WITH hb AS (
-    UPDATE shardq_runners SET heartbeat_at = $2 WHERE id = $1
+    UPDATE shardq_runners SET heartbeat_at = $2, running = $3, capacity = $4, jobs_per_s = $5
+    WHERE id = $1
 ), live AS (
-    SELECT r.id, r.lock_key FROM shardq_runners r
+    SELECT r.id, r.lock_key, r.draining FROM shardq_runners r
     WHERE EXISTS (
         SELECT 1 FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
           AND l.classid::bigint = {RUNNER_LOCK_SPACE} AND l.objid::bigint = r.lock_key)
+), lost AS (
+    UPDATE shardq_runners r SET gone_at = $2
+    WHERE r.gone_at IS NULL AND r.id <> $1 AND r.id NOT IN (SELECT id FROM live)
+    RETURNING r.id, r.host, r.pid
+), ev AS (
+    INSERT INTO shardq_runner_events (at, runner, kind, host, pid)
+    SELECT $2, id, 'gone', host, pid FROM lost
 ), gone AS (
     DELETE FROM shardq_runners r
-    WHERE r.heartbeat_at < $2 - 10000 AND r.id <> $1 AND r.id NOT IN (SELECT id FROM live)
+    WHERE r.heartbeat_at < $2 - 10000 AND r.gone_at IS NOT NULL AND r.id <> $1
+      AND r.id NOT IN (SELECT id FROM live)
 )
-SELECT id, lock_key FROM live
+SELECT id, lock_key, draining FROM live
 """
 
 
@@ -116,6 +134,9 @@ class ShardLocks:
             server_settings=self._settings,
             timeout=op_timeout,
         )
+        #: What the heartbeat publishes: handlers running, concurrency, jobs finished per
+        #: second (the service installs its own; this default knows only the running jobs).
+        self.report: Callable[[], tuple[int, int, float]] = lambda: (len(running()), 0, 0.0)
         #: The runner lock's second key, found free when connecting.
         self.lock_key = zlib.crc32(token.encode()) & 0x7FFFFFFF
 
@@ -157,9 +178,12 @@ class ShardLocks:
             await self._bounded(
                 conn.execute(
                     "WITH a AS (UPDATE shardq_shards SET owner = NULL WHERE owner = $1),"
-                    " b AS (DELETE FROM shardq_runners WHERE id = $1)"
+                    " b AS (DELETE FROM shardq_runners WHERE id = $1 RETURNING host, pid),"
+                    " e AS (INSERT INTO shardq_runner_events (at, runner, kind, host, pid)"
+                    " SELECT $2, $1, 'left', host, pid FROM b)"
                     f" SELECT pg_advisory_unlock_all(), pg_notify('{MEMBERS_CHANNEL}', 'left')",
                     self.token,
+                    self._clock.now_ms(),
                 )
             )
             await self._bounded(conn.close())
@@ -222,7 +246,10 @@ class ShardLocks:
                     " (id, lock_key, app, host, pid, started_at, heartbeat_at)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id) DO UPDATE SET"
                     " lock_key = excluded.lock_key, app = excluded.app,"
-                    " heartbeat_at = excluded.heartbeat_at)"
+                    " heartbeat_at = excluded.heartbeat_at, gone_at = NULL),"
+                    " e AS (INSERT INTO shardq_runner_events (at, runner, kind, host, pid)"
+                    " VALUES ($6, $1, 'joined', $4, $5)),"
+                    f" p AS ({PRUNE_EVENTS})"
                     f" SELECT pg_notify('{MEMBERS_CHANNEL}', 'join')",
                     self.token,
                     key,
@@ -286,6 +313,14 @@ class ShardLocks:
                 await self._clock.sleep(delay)
                 self._kick.set()
 
+    def _ring(self, live: Sequence[Any]) -> frozenset[str]:
+        """The runners of the ring, from the live ones' (id, lock key, draining) rows: a
+        draining runner stays live (and watched) but out of the ring, so it owns nothing."""
+        ring = {r[0] for r in live if not r[2]} - {self.token}
+        if not any(r[0] == self.token and r[2] for r in live):
+            ring.add(self.token)
+        return frozenset(ring)
+
     def _desired_for(self, live: frozenset[str]) -> frozenset[int]:
         if live != self._ring_of:
             ring = HashRing(live)
@@ -298,8 +333,9 @@ class ShardLocks:
         if conn is None:
             raise ConnectionError("no lock session")
         now = self._clock.now_ms()
-        rows = await self._bounded(conn.fetch(_LIVE, self.token, now))
-        desired = self._desired_for(frozenset(r[0] for r in rows) | {self.token})
+        running, capacity, rate = self.report()
+        rows = await self._bounded(conn.fetch(_LIVE, self.token, now, running, capacity, rate))
+        desired = self._desired_for(self._ring(rows))
         await self._watch.follow(successor(self.token, [(r[0], r[1]) for r in rows]))
 
         # Hand over what another runner should own: stop starting its jobs first.
