@@ -41,6 +41,7 @@ from ..base import (
     job_refs,
 )
 from .inserts import INSERT, CommitWatch, check_connection, insert_args, insert_rows
+from .outcomes import APPEND, finish
 from .schedules import SQLiteSchedules
 from .wake import Announcer, Listener, RunnerLock, socket_path, watcher_path
 
@@ -60,23 +61,6 @@ _REF = "id, priority, run_at, key, shard"
 #: Errors saying SQLite refused what it was given (see ``SQLiteDriver.unreachable``).
 _REFUSED = (ValueError, TypeError, OverflowError, sqlite3.DataError, sqlite3.IntegrityError,
             sqlite3.InterfaceError)  # fmt: skip
-# History is a JSON array in text; an entry is appended as text (json_insert would parse and
-# re-serialise the whole array on every start and finish).
-_APPENDED = "substr(history, 1, length(history) - 1) || ',' || json_array({}, {}, {}) || ']'"
-_APPEND = "history = " + _APPENDED.format("?", "?", "?")
-_FENCE = "WHERE id = ? AND state = 'processing' AND owner = ? AND attempts = ?"
-#: Complete many jobs at once from a JSON array of [id, attempt, result, at], fenced per job.
-_COMPLETE = (
-    "UPDATE jobs SET state = 'complete', result = v.result, error = NULL,"
-    " finished_at = v.at, updated_at = v.at, owner = NULL,"
-    " history = "
-    + _APPENDED.format("'complete'", "v.at", "NULL")
-    + " FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS attempt,"
-    " json_extract(value, '$[2]') AS result, json_extract(value, '$[3]') AS at"
-    " FROM json_each(?)) AS v"
-    " WHERE jobs.id = v.id AND jobs.state = 'processing' AND jobs.owner = ?"
-    " AND jobs.attempts = v.attempt RETURNING jobs.id"
-)
 
 
 def path_from_url(url: str) -> str:
@@ -427,14 +411,14 @@ class SQLiteDriver:
         ids = list(start)
 
         def run(c: sqlite3.Connection) -> Advanced:
-            written = _finish(c, outcomes, owner) if outcomes else []
+            written = finish(c, outcomes, owner) if outcomes else []
             started: list[StartedJob] = []
             for i in range(0, len(ids), _CHUNK):
                 chunk = ids[i : i + _CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows = c.execute(
                     "UPDATE jobs SET state = 'processing', attempts = attempts + 1, owner = ?,"
-                    f" updated_at = ?, {_APPEND} WHERE state = 'queued' AND id IN ({marks})"
+                    f" updated_at = ?, {APPEND} WHERE state = 'queued' AND id IN ({marks})"
                     " RETURNING id, type, payload, priority, key, shard, attempts, max_attempts,"
                     " timeout, duration, run_at, created_at, context",
                     [owner, now, "processing", now, None, *chunk],
@@ -458,12 +442,12 @@ class SQLiteDriver:
         def run(c: sqlite3.Connection) -> tuple[list[int], int]:
             cancelled = c.execute(
                 "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,"
-                f" owner = NULL, {_APPEND} WHERE cancel_requested = 1 AND {scope} RETURNING id",
+                f" owner = NULL, {APPEND} WHERE cancel_requested = 1 AND {scope} RETURNING id",
                 (now, now, "cancelled", now, "cancelled while its runner was down", *args),
             ).fetchall()
             requeued = c.execute(
                 "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?, owner = NULL,"
-                f" {_APPEND} WHERE {scope}",
+                f" {APPEND} WHERE {scope}",
                 (now, now, "queued", now, "interrupted: the runner stopped during the attempt",
                  *args),
             ).rowcount  # fmt: skip
@@ -489,7 +473,7 @@ class SQLiteDriver:
                     r[0]
                     for r in c.execute(
                         "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,"
-                        f" owner = NULL, {_APPEND} WHERE cancel_requested = 1 AND {scope}"
+                        f" owner = NULL, {APPEND} WHERE cancel_requested = 1 AND {scope}"
                         " RETURNING id",
                         (now, now, "cancelled", now, "cancelled while its start was unconfirmed",
                          owner, *chunk),
@@ -498,7 +482,7 @@ class SQLiteDriver:
                 requeued += job_refs(
                     c.execute(
                         "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?,"
-                        f" owner = NULL, {_APPEND} WHERE {scope} RETURNING {_REF}",
+                        f" owner = NULL, {APPEND} WHERE {scope} RETURNING {_REF}",
                         (now, now, "queued", now,
                          "its start was not confirmed (the write failed); queued again",
                          owner, *chunk),
@@ -534,7 +518,7 @@ class SQLiteDriver:
             if row[0] == "queued" or (row[0] == "processing" and no_runner):
                 c.execute(
                     "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,"
-                    f" owner = NULL, {_APPEND} WHERE id = ?",
+                    f" owner = NULL, {APPEND} WHERE id = ?",
                     (now, now, "cancelled", now, None, job_id),
                 )
                 return "cancelled"
@@ -629,51 +613,6 @@ def _in_shards(
 def _statements(sql: str) -> list[str]:
     body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
     return [s.strip() for s in body.split(";") if s.strip()]
-
-
-def _finish(c: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -> list[int]:
-    """Write ``outcomes`` (fenced per attempt) inside the caller's transaction; the ids written."""
-    written: list[int] = []
-    done = [[o.id, o.attempt, o.result, o.at] for o in outcomes if o.kind == "complete"]
-    if done:
-        # Every completion in one statement; RETURNING names the ones the fence let in.
-        rows = c.execute(_COMPLETE, (json.dumps(done), owner)).fetchall()
-        written.extend(r[0] for r in rows)
-    for o in outcomes:
-        fence = (o.id, owner, o.attempt)
-        if o.kind == "complete":
-            continue
-        if o.kind == "retry":
-            cur = c.execute(
-                "UPDATE jobs SET state = 'queued', run_at = ?, error = ?, updated_at = ?,"
-                f" owner = NULL, {_APPEND} {_FENCE}",
-                (o.run_at, o.error, o.at, "queued", o.at, o.error, *fence),
-            )
-        elif o.kind == "snooze":
-            # The attempt is given back: the job runs again under the same number.
-            cur = c.execute(
-                "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?,"
-                f" attempts = attempts - 1, owner = NULL, {_APPEND} {_FENCE}",
-                (o.run_at, o.at, "snoozed", o.at, None, *fence),
-            )
-        else:
-            cur = c.execute(
-                "UPDATE jobs SET state = ?, error = ?, finished_at = ?, updated_at = ?,"
-                f" owner = NULL, {_APPEND} {_FENCE}",
-                (o.kind, o.error, o.at, o.at, o.kind, o.at, o.error, *fence),
-            )
-        if cur.rowcount != 1:
-            continue
-        written.append(o.id)
-        if o.kind == "failed":
-            c.execute(
-                "INSERT INTO job_dlq (id, job_id, type, payload, priority, key, reason,"
-                " error, attempts, max_attempts, created_at, failed_at)"
-                " SELECT ?, id, type, payload, priority, key, ?, error, attempts,"
-                " max_attempts, created_at, ? FROM jobs WHERE id = ?",
-                (o.dlq_id, o.reason, o.at, o.id),
-            )
-    return written
 
 
 def _begin_at_once(c: sqlite3.Connection) -> bool:
