@@ -55,6 +55,7 @@ from .models import (
 )
 from .observe import Metrics, capture_context, instrument_driver, submit_span
 from .runner import Runner
+from .scheduling import ScheduleSupport
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Jobs of a batch encoded between two turns of the event loop.
@@ -62,7 +63,7 @@ _ENCODE_CHUNK = 250
 __all__ = ["MAX_SECONDS", "JobService"]
 
 
-class JobService(ClusterSupport):
+class JobService(ClusterSupport, ScheduleSupport):
     """A job system on one database: ``sqlite:///file.db`` (embedded) or ``postgresql://…``.
 
     Use it as ``async with JobService(url) as jobs:`` (or ``with`` for synchronous code).

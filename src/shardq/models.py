@@ -74,6 +74,9 @@ class JobStatusResponse:
     created_at: datetime | None = None
     run_at: datetime | None = None
     finished_at: datetime | None = None
+    #: The schedule that submitted the job, and the tick it was submitted for.
+    schedule: str | None = None
+    tick: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -93,6 +96,9 @@ class JobStatusResponse:
             "run_at": self.run_at.isoformat() if self.run_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }
+        if self.schedule is not None:
+            out["schedule"] = self.schedule
+            out["tick"] = self.tick.isoformat() if self.tick else None
         if self.job is not None:
             j = self.job
             out.update(

@@ -19,6 +19,7 @@ late is on time, not missed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
@@ -27,8 +28,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from ._internal.validation import check_name, check_seconds, check_text, show
+from .drivers.base import ScheduleRecord
 from .errors import JobError
 from .models import PRIORITIES, PRIORITY_RANK, Priority, ms_to_datetime
+from .sharding import shard_for
 
 Misfire = Literal["all", "latest", "skip"]
 Overlap = Literal["allow", "skip", "queue"]
@@ -41,6 +44,8 @@ MISFIRE_CAP = 100
 MISFIRE_GRACE_MS = 1000
 #: Prefix of the dedupe key of a tick's job: ``shardq.schedule:<name>@<tick ms>``.
 TICK_KEY_PREFIX = "shardq.schedule:"
+#: The attribute of a handler that holds the schedules declared with it (by name).
+DECLARED_ATTR = "__shardq_schedules__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,37 @@ class ScheduleSpec:
         else:
             fire = [t for t in due if now_ms - t <= MISFIRE_GRACE_MS]
         return Plan(fire, due[-1])
+
+
+def schedule_shard(name: str, shards: int) -> int:
+    """The shard a schedule lives on (its owner fires it): its name's hash."""
+    return shard_for(f"schedule:{name}", shards)
+
+
+def spec_of(r: ScheduleRecord) -> ScheduleSpec:
+    """The spec a stored schedule holds."""
+    return ScheduleSpec(
+        r.name, r.job_type, r.cron, r.every_ms, r.tz, r.payload, r.priority,
+        r.misfire, r.overlap, r.key,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def record_of(spec: ScheduleSpec, shard: int, *, declared: bool) -> ScheduleRecord:
+    """``spec`` as the row to store on ``shard``."""
+    return ScheduleRecord(
+        spec.name, shard, spec.job_type, spec.cron, spec.every_ms, spec.tz, spec.payload,
+        spec.priority, spec.misfire, spec.overlap, spec.key, declared=declared,
+    )  # fmt: skip
+
+
+def declared_in(handlers: Mapping[str, Any]) -> list[ScheduleSpec]:
+    """The schedules declared in code (``@jobs.cron``, ``@jobs.every``) whose handler is
+    still the one registered for their job type, by name."""
+    out: dict[str, ScheduleSpec] = {}
+    for job_type, handler in handlers.items():
+        declared: Iterable[ScheduleSpec] = getattr(handler, DECLARED_ATTR, {}).values()
+        out.update((s.name, s) for s in declared if s.job_type == job_type)
+    return [out[name] for name in sorted(out)]
 
 
 def make_spec(

@@ -186,6 +186,10 @@ class Job(_Body):
     batch_id: str | None
     key: str | None
     timeout: float | None
+    schedule: Annotated[
+        str | None, msgspec.Meta(description="the schedule that submitted it, if one did")
+    ] = None
+    tick: Annotated[Time | None, msgspec.Meta(description="the schedule's tick it is for")] = None
 
 
 class JobPage(_Body):

@@ -38,6 +38,8 @@ def status_view(r: JobRecord) -> JobStatusResponse:
         created_at=ms_to_datetime(r.created_at),
         run_at=ms_to_datetime(r.run_at),
         finished_at=ms_to_datetime(r.finished_at) if r.finished_at is not None else None,
+        schedule=r.schedule,
+        tick=ms_to_datetime(r.tick) if r.tick is not None else None,
     )
 
 

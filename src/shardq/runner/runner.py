@@ -4,7 +4,8 @@ Work reaches a runner as it is committed: in-process submits hand their rows ove
 other processes' commits arrive as notifications. Nothing polls the database for work. The
 parts: ``backlog`` (what is queued in memory: ``windows`` and ``mailboxes``), ``dispatch``
 (the steps that write outcomes and start jobs), ``outcomes`` (settling what a step wrote),
-``maintenance`` (pruning) and ``instruments`` (metrics); what one attempt does between its
+``maintenance`` (pruning), ``instruments`` (metrics) and ``schedules`` (a timer per schedule
+of the owned shards, each tick fired as one job); what one attempt does between its
 start and its outcome (the handler call) is ``_internal.attempts``.
 """
 
@@ -28,6 +29,7 @@ from .dispatch import Dispatcher
 from .instruments import Instruments
 from .maintenance import Maintenance
 from .outcomes import Outcomes, TransitionCallback
+from .schedules import Scheduler
 
 log = logging.getLogger("shardq.runner")
 
@@ -92,6 +94,9 @@ class Runner:
             self._wake,
         )
         self._maintenance = Maintenance(config, driver, clock, self._backlog.mailboxes)
+        self._scheduler = Scheduler(
+            driver, config, clock, ids, ownership, handlers, metrics, self.offer
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -102,7 +107,12 @@ class Runner:
         if recovered:
             log.info("recovered %d interrupted job(s)", recovered)
         await self._instruments.recount(self._driver)
-        await self._ownership.start(self.on_shards_changed)
+        await self._scheduler.start()
+        try:
+            await self._ownership.start(self.on_shards_changed)
+        except BaseException:
+            await self._scheduler.stop()
+            raise
         self._tasks = [
             asyncio.create_task(self._dispatch.loop(), name="shardq-dispatch"),
             asyncio.create_task(self._maintenance.run(), name="shardq-maintenance"),
@@ -115,6 +125,7 @@ class Runner:
         timeout = self._config.drain_timeout if drain_timeout is None else drain_timeout
         self._dispatch.stopping = self._outcomes.stopping = True
         self._wake.set()
+        await self._scheduler.stop()
         loop_task, maintenance = self._tasks or (None, None)
         if maintenance is not None:
             maintenance.cancel()
@@ -192,6 +203,9 @@ class Runner:
         elif kind == "rescan":
             self._backlog.mark_ahead()
             self._backlog.recount_soon()
+            self._scheduler.changed(None)
+        elif kind == "schedules":
+            self._scheduler.changed(ids)
         self._wake.set()
 
     def interrupt(self, job_id: int) -> bool:
@@ -214,6 +228,7 @@ class Runner:
                 if attempt.job.shard in lost:
                     self._shut_down(attempt)
             self._backlog.forget_shards(lost)
+        self._scheduler.shards_changed(acquired, lost)
         if acquired:
             mailboxes = self._backlog.mailboxes
             mailboxes.recovery_started(acquired)
