@@ -37,6 +37,9 @@ class Config:
     - ``mailbox_capacity``: jobs one keyed entity holds in memory (never the jobs stored).
     - ``max_idle``: seconds an empty mailbox lives on before it is evicted.
     - ``drain_timeout``: seconds a stopping runner lets running handlers finish.
+    - ``handler_grace``: seconds after a runner last had a handler for a job type during
+      which a runner without one lets that type's jobs wait instead of dead-lettering them
+      (``HandlerMissing``): a rolling deploy that adds a type loses nothing.
 
     Retention (seconds), pruned by the runner every ``prune_interval`` seconds,
     ``prune_batch`` rows per transaction:
@@ -65,6 +68,7 @@ class Config:
     prune_interval: float = 60.0
     prune_batch: int = 500
     drain_timeout: float = 30.0
+    handler_grace: float = 600.0
     ready_window: int = 10_000
     default_max_attempts: int = 3
     pool_size: int = 10
@@ -101,6 +105,7 @@ class Config:
             self.prune_interval > 0 and self.prune_batch >= 1, "prune settings must be positive"
         )
         _require(self.drain_timeout >= 0, "drain_timeout must not be negative")
+        _require(self.handler_grace > 0, "handler_grace must be positive")
         _require(self.ready_window >= 16, "ready_window must be at least 16")
         _require(
             1 <= self.default_max_attempts <= 1000, "default_max_attempts must be within 1..1000"
@@ -126,6 +131,7 @@ _INTEGERS = (
 )  # fmt: skip
 _SECONDS = (
     "max_idle", "retention", "dlq_retention", "prune_interval", "drain_timeout", "heartbeat",
+    "handler_grace",
     "handover_timeout",
 )  # fmt: skip
 #: Bound of every setting in seconds (about 31,700 years), far inside 64-bit milliseconds.

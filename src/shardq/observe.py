@@ -189,7 +189,7 @@ STORAGE_OPERATIONS = (
     "insert_jobs", "load_refs", "load_ready", "load_delayed", "load_keys", "load_mailbox",
     "advance", "recover", "undo_starts", "get_job", "list_jobs", "cancel_job", "dead_letters",
     "get_dead_letter", "replay", "prune", "count_by_state", "count_queued_by_priority",
-    "count_dead_letters",
+    "count_dead_letters", "advertise_handlers", "handled_since",
 )  # fmt: skip
 
 

@@ -27,3 +27,11 @@ async def sleep(payload: dict[str, Any]) -> dict[str, Any]:
 async def noop(payload: Any) -> None:
     """Do nothing (for throughput measurements)."""
     return None
+
+
+if os.environ.get("SHARDQ_TEST_VERSION") == "2":
+
+    @jobs.handler("fresh")
+    async def fresh(payload: Any) -> str:
+        """A job type only the next version of the application handles."""
+        return str(jobs.runner_id)

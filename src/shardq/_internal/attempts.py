@@ -12,8 +12,9 @@ import asyncio
 import contextvars
 import inspect
 import json
+import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,12 @@ from ..retry import RetryPolicy
 from .validation import encode_json, safe_text
 
 Handler = Callable[[Any], Any]
+
+
+log = logging.getLogger("shardq.attempts")
+
+#: Seconds a job whose handler is missing here waits before it is tried again.
+HANDLER_WAIT = 5.0
 
 
 @dataclass(slots=True)
@@ -61,8 +68,13 @@ class AttemptRunner:
         threads: int,
         finished: Callable[[Outcome, Attempt], None],
         clock: Clock = SYSTEM_CLOCK,
+        handled_elsewhere: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self._clock = clock
+        self._handled_elsewhere = handled_elsewhere
+        # Per job type without a handler here: until when (monotonic) the answer of
+        # ``handled_elsewhere`` holds, and the answer (a burst of such jobs asks once).
+        self._elsewhere: dict[str, tuple[float, bool]] = {}
         self._handlers = handlers
         self._retry = retry
         self._ids = ids
@@ -87,10 +99,11 @@ class AttemptRunner:
         """Call the handler of ``attempt`` and report its outcome."""
         job = attempt.job
         outcome: Outcome
+        handler = self._handlers.get(job.type)
+        if handler is None:
+            self._finished(await self._handler_missing(job), attempt)
+            return
         try:
-            handler = self._handlers.get(job.type)
-            if handler is None:
-                raise JobError.from_handler_missing(str(job.id), job.type)
             payload = json.loads(job.payload)
             captured = json.loads(job.context) if job.context else None
             if captured is None and self._tracing_off:
@@ -141,6 +154,38 @@ class AttemptRunner:
             run_time = self._run_time_by_type[job.type] = self._run_time.labels(job.type)
         run_time.observe(time.perf_counter() - attempt.started)
         self._finished(outcome, attempt)
+
+    async def _handler_missing(self, job: StartedJob) -> Outcome:
+        """The outcome of a job whose type this runner has no handler for: it waits (queued
+        again, without using an attempt) while another runner has had a handler for the type
+        lately (a rolling deploy); otherwise it fails at once with HandlerMissing."""
+        waits = True
+        if self._handled_elsewhere is not None:
+            now = self._clock.monotonic()
+            known = self._elsewhere.get(job.type)
+            if known is not None and known[0] > now:
+                waits = known[1]
+            else:
+                try:
+                    waits = await self._handled_elsewhere(job.type)
+                except Exception:
+                    log.warning("cannot tell who handles %r; its job waits", job.type)
+                else:
+                    self._elsewhere[job.type] = (now + HANDLER_WAIT, waits)
+        else:
+            waits = False
+        if not waits:
+            return self._failure(job, JobError.from_handler_missing(str(job.id), job.type))
+        at = self._clock.now_ms()
+        return Outcome(
+            job.id,
+            job.attempts,
+            "snooze",
+            at,
+            error=f"no handler for {job.type!r} in this runner, but another runner has had one"
+            f" lately: it waits",
+            run_at=at + int(HANDLER_WAIT * 1000),
+        )
 
     async def _call(
         self, handler: Handler, payload: Any, timeout: float | None, ctx: JobContext

@@ -397,6 +397,13 @@ class Driver(Protocol):
     async def count_dead_letters(self) -> int:
         """Dead letters not yet replayed."""
 
+    async def advertise_handlers(self, types: Sequence[str], runner: str, now: int) -> None:
+        """Record that ``runner`` has handlers for ``types`` at ``now``."""
+
+    async def handled_since(self, job_type: str, since: int) -> bool:
+        """True if some runner has advertised a handler for ``job_type`` at ``since`` or
+        later."""
+
     def unreachable(self, error: BaseException) -> bool:
         """True when ``error`` (raised by a call of this driver) says storage could not be
         reached or answered too late, so the same call may succeed later; False when

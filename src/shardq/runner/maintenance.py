@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 
 from ..clock import Clock
 from ..config import Config
@@ -18,11 +19,39 @@ class Maintenance:
     ``prune_batch`` rows per transaction (tables never hold long locks or bloat), then drop
     mailboxes idle for ``max_idle``."""
 
-    def __init__(self, config: Config, driver: Driver, clock: Clock, mailboxes: Mailboxes) -> None:
+    def __init__(
+        self,
+        config: Config,
+        driver: Driver,
+        clock: Clock,
+        mailboxes: Mailboxes,
+        handlers: Collection[str] = (),
+        runner: str = "",
+    ) -> None:
         self._config = config
         self._driver = driver
         self._clock = clock
         self._mailboxes = mailboxes
+        self._handlers = handlers
+        self._runner = runner
+
+    async def advertise(self) -> None:
+        """Record now that this runner has its handlers' job types (see ``handler_grace``)."""
+        if self._handlers:
+            await self._driver.advertise_handlers(
+                list(self._handlers), self._runner, self._clock.now_ms()
+            )
+
+    async def advertising(self) -> None:
+        """Renew the advertisement four times per ``handler_grace``, until cancelled."""
+        while True:
+            await self._clock.sleep(self._config.handler_grace / 4)
+            try:
+                await self.advertise()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("advertising the job types handled failed")
 
     async def run(self) -> None:
         """Run until cancelled; a failed round is logged and tried again next interval."""

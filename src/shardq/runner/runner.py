@@ -77,6 +77,7 @@ class Runner:
             threads=min(32, config.concurrency),
             finished=self._outcomes.finished,
             clock=clock,
+            handled_elsewhere=self._handled_elsewhere,
         )
         self._attempts = attempts
         self._dispatch = Dispatcher(
@@ -93,7 +94,9 @@ class Runner:
             cancel_pending,
             self._wake,
         )
-        self._maintenance = Maintenance(config, driver, clock, self._backlog.mailboxes)
+        self._maintenance = Maintenance(
+            config, driver, clock, self._backlog.mailboxes, handlers.keys(), ownership.token
+        )
         self._scheduler = Scheduler(
             driver, config, clock, ids, ownership, handlers, metrics, self.offer
         )
@@ -107,6 +110,7 @@ class Runner:
         if recovered:
             log.info("recovered %d interrupted job(s)", recovered)
         await self._instruments.recount(self._driver)
+        await self._maintenance.advertise()
         await self._scheduler.start()
         try:
             await self._ownership.start(self.on_shards_changed)
@@ -116,6 +120,7 @@ class Runner:
         self._tasks = [
             asyncio.create_task(self._dispatch.loop(), name="shardq-dispatch"),
             asyncio.create_task(self._maintenance.run(), name="shardq-maintenance"),
+            asyncio.create_task(self._maintenance.advertising(), name="shardq-advertise"),
         ]
         self._wake.set()
 
@@ -126,11 +131,11 @@ class Runner:
         self._dispatch.stopping = self._outcomes.stopping = True
         self._wake.set()
         await self._scheduler.stop()
-        loop_task, maintenance = self._tasks or (None, None)
-        if maintenance is not None:
-            maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+        loop_task = self._tasks[0] if self._tasks else None
+        housekeeping = self._tasks[1:]
+        for task in housekeeping:
+            task.cancel()
+        await asyncio.gather(*housekeeping, return_exceptions=True)
         await self._backlog.stop()
         if self._dispatch.express is not None:
             # Whatever it starts is drained below with the rest.
@@ -172,6 +177,11 @@ class Runner:
             attempt.shutdown = True
             attempt.ctx.cancel()
             attempt.task.cancel()
+
+    async def _handled_elsewhere(self, job_type: str) -> bool:
+        """True if some runner has had a handler for ``job_type`` within the grace period."""
+        since = self._clock.now_ms() - int(self._config.handler_grace * 1000)
+        return await self._driver.handled_since(job_type, since)
 
     @property
     def problem(self) -> str | None:

@@ -649,6 +649,22 @@ class PostgresDriver:
         n = await self.pool.fetchval("SELECT count(*) FROM job_dlq WHERE replayed_at IS NULL")
         return int(n)
 
+    async def advertise_handlers(self, types: Sequence[str], runner: str, now: int) -> None:
+        await self.pool.execute(
+            "INSERT INTO shardq_handlers (type, runner, seen_at)"
+            " SELECT t, $2, $3 FROM unnest($1::text[]) t ON CONFLICT (type) DO UPDATE"
+            " SET runner = excluded.runner, seen_at = excluded.seen_at",
+            sorted(types),
+            runner,
+            now,
+        )
+
+    async def handled_since(self, job_type: str, since: int) -> bool:
+        found = await self.pool.fetchval(
+            "SELECT true FROM shardq_handlers WHERE type = $1 AND seen_at >= $2", job_type, since
+        )
+        return bool(found)
+
 
 class _Retry(Exception):
     """Internal: run the dedupe insert again."""

@@ -105,7 +105,7 @@ HISTORY_OUTCOME = appended(
     "j.history",
     "CASE o.kind WHEN 'retry' THEN 'queued' WHEN 'snooze' THEN 'snoozed' ELSE o.kind END",
     "o.at",
-    "CASE o.kind WHEN 'complete' THEN NULL WHEN 'snooze' THEN NULL ELSE o.error END",
+    "CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END",
 )
 HISTORY_COMPLETE = appended("j.history", "'complete'", "o.at", "NULL::text")
 HISTORY_CANCELLED = appended("history", "'cancelled'", "$2::bigint", "NULL")

@@ -599,6 +599,21 @@ class SQLiteDriver:
         sql = "SELECT count(*) FROM job_dlq WHERE replayed_at IS NULL"
         return await self._read(lambda c: int(c.execute(sql).fetchone()[0]))
 
+    async def advertise_handlers(self, types: Sequence[str], runner: str, now: int) -> None:
+        rows = [(t, runner, now) for t in sorted(types)]
+        await self._tx(
+            lambda c: c.executemany(
+                "INSERT INTO shardq_handlers (type, runner, seen_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (type) DO UPDATE SET runner = excluded.runner,"
+                " seen_at = excluded.seen_at",
+                rows,
+            )
+        )
+
+    async def handled_since(self, job_type: str, since: int) -> bool:
+        sql = "SELECT 1 FROM shardq_handlers WHERE type = ? AND seen_at >= ?"
+        return await self._read(lambda c: c.execute(sql, (job_type, since)).fetchone() is not None)
+
 
 def _in_shards(
     shards: Collection[int] | None, args: tuple[Any, ...]

@@ -51,7 +51,7 @@ def finish(c: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -> li
             cur = c.execute(
                 "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?,"
                 f" attempts = attempts - 1, owner = NULL, {APPEND} {FENCE}",
-                (o.run_at, o.at, "snoozed", o.at, None, *fence),
+                (o.run_at, o.at, "snoozed", o.at, o.error, *fence),
             )
         else:
             cur = c.execute(
