@@ -180,15 +180,15 @@ class JobService(ClusterSupport, ScheduleSupport):
         """Stop: running handlers may finish (up to ``drain_timeout``), then storage closes."""
         runner, driver = self._runner, self._driver
         self._runner = None
-        if runner is not None:
-            await runner.stop(drain_timeout)
-        self._driver = None
-        if driver is not None:
-            await driver.close()
-        for futures in self._waiters.values():
-            for fut in futures:
-                if not fut.done():
-                    fut.cancel()
+        try:
+            if runner is not None:
+                await runner.stop(drain_timeout)
+        finally:
+            self._driver = None
+            if driver is not None:
+                await driver.close()
+        for fut in [f for futures in self._waiters.values() for f in futures if not f.done()]:
+            fut.cancel()
         self._waiters.clear()
 
     async def __aenter__(self) -> JobService:

@@ -3,6 +3,7 @@ what waiting cannot cure."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -224,3 +225,16 @@ async def test_serve_stops_at_once_on_sigterm_while_waiting(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+async def test_a_service_stops_cleanly_when_its_server_is_gone(
+    private_pg: PrivatePostgres,
+) -> None:
+    private_pg.start()
+    jobs = JobService(private_pg.url(), drain_timeout=1.0)
+    jobs.register_handler("t", lambda p: p)
+    await jobs.start()
+    job_id = await jobs.submit("t", {})
+    assert (await jobs.wait(job_id, timeout=10)).status == "complete"
+    private_pg.stop("immediate")
+    await asyncio.wait_for(jobs.stop(), timeout=30)  # no error: nothing is left to write

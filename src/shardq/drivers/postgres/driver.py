@@ -186,7 +186,12 @@ class PostgresDriver:
             self._notifier = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except Exception as e:
+                # A server restarting or gone: its connections are dropped instead.
+                log.warning("closing the pool failed (%r); its connections are dropped", e)
+                pool.terminate()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -296,8 +301,8 @@ class PostgresDriver:
                 rows = await c.fetchval("SELECT reltuples FROM pg_class WHERE relname = 'jobs'")
             self._rows_analysed = max(0.0, rows)
             self._inserted = 0
-        except (asyncpg.PostgresError, OSError) as e:
-            log.warning("analysing the job tables failed (%s); the next inserts retry", e)
+        except Exception as e:
+            log.warning("analysing the job tables failed (%r); the next inserts retry", e)
         finally:
             self._analysing = None
 
