@@ -50,6 +50,8 @@ class Mailboxes:
         # the writes that start them touch neighbouring pages (in hash order, SQLite
         # processed a 1,000-key backlog 25% slower).
         self._to_refill: dict[str, None] = {}
+        # Keys with a job left in storage on arrival (its mailbox held earlier ones back).
+        self._held_back: set[str] = set()
         self._keys_overflow = True
         # True while every key with queued jobs on the owned shards is known (a key read
         # that no mark or recovery overlapped).
@@ -77,6 +79,7 @@ class Mailboxes:
         dropped = mb.offer(ref)
         if dropped is not None:
             self._known.discard(dropped.id)
+            self._held_back.add(key)
         if mb.scheduled and mb.head() is ref:
             # A smaller id arrived late and became the head: schedule it instead.
             mb.scheduled = False
@@ -251,13 +254,13 @@ class Mailboxes:
             if mb is None or not mb.needs_refill():
                 self._to_refill.pop(key, None)
                 continue
-            mb.overflow = False
+            # The overflow mark stays up during the read: a job of the key arriving meanwhile
+            # is later than the stored ones the read is for, and must not run before them
+            # (a critical one would be started beside this step). It waits in storage, and
+            # the key is read again once the mailbox drains.
+            self._held_back.discard(key)
             recoveries = self._recoveries
-            try:
-                rows = await self._driver.load_mailbox(key, mb.capacity)
-            except BaseException:
-                mb.overflow = True  # still to be read: the next step tries again
-                raise
+            rows = await self._driver.load_mailbox(key, mb.capacity)
             if recoveries != self._recoveries:
                 # A recovery began or ended during the read: its rows may miss a job it
                 # queued again, so neither they nor what arrived meanwhile may run yet.
@@ -267,7 +270,14 @@ class Mailboxes:
                 self._wake.set()
                 continue
             self._to_refill.pop(key, None)
+            mb.overflow = False
             offer(rows)
+            if key in self._held_back:
+                self._held_back.discard(key)
+                mb.overflow = True
+                if mb.needs_refill():
+                    self._to_refill[key] = None
+                    self._wake.set()
             self._trim(key, rows, now)
 
     def _trim(self, key: str, rows: list[JobRef], now: int) -> None:

@@ -108,3 +108,37 @@ async def test_a_read_that_overlaps_a_recovery_is_read_again() -> None:
     del driver.hold["load_mailbox"]
     await boxes.catch_up(None, 0, offer)
     assert ready_ids(windows) == [1]
+
+
+async def test_a_job_arriving_while_its_key_is_read_waits_for_the_stored_ones() -> None:
+    driver = FakeDriver()
+    boxes, windows, _ = make(driver)
+    await boxes.catch_up(None, 0, offer_to(boxes))  # every key known: none stored
+    boxes.place(ref(1, key="k"), 0)
+    assert boxes.take(windows.ready[2].popleft(), 0)
+    # Job 1 runs; jobs 2 and 3 were stored meanwhile and the mailbox is to be read.
+    driver.add(ref(2, key="k"), ref(3, key="k"))
+    boxes.mark_ahead()
+    boxes.release("k", 0)
+    driver.hold["load_mailbox"] = asyncio.Event()
+    reading = asyncio.create_task(boxes.catch_up(None, 0, offer_to(boxes)))
+    entered = driver.entered.setdefault("load_mailbox", asyncio.Event())
+    await asyncio.wait_for(entered.wait(), timeout=5)
+    # Job 4 (critical) arrives during the read: it must not be ready before 2 and 3.
+    driver.add(ref(4, key="k", priority=0))
+    boxes.place(ref(4, key="k", priority=0), 0)
+    assert ready_ids(windows) == []
+    driver.hold["load_mailbox"].set()
+    await reading
+    assert ready_ids(windows) == [2]
+    del driver.hold["load_mailbox"]
+    for expected in (3, 4):
+        head = next(r for q in windows.ready for r in q)
+        for q in windows.ready:
+            if head in q:
+                q.remove(head)
+        assert boxes.take(head, 0)
+        driver.queued.pop(head.id)
+        boxes.release("k", 0)
+        await boxes.catch_up(None, 0, offer_to(boxes))
+        assert ready_ids(windows) == [expected]
