@@ -8,7 +8,6 @@ in a runner process, hands committed jobs straight to the local runner.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import threading
 import uuid
@@ -19,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from ._internal.attempts import Handler
 from ._internal.batching import GroupCommit
+from ._internal.rows import encode_spec
 from ._internal.validation import (
     MAX_SECONDS,
     check_limit,
@@ -376,7 +376,7 @@ class JobService(ClusterSupport, ScheduleSupport):
                 await asyncio.sleep(0)
             end = start + _ENCODE_CHUNK
             rows += [
-                self._encode(spec, job_id, now, run_at, context, checked)
+                encode_spec(spec, job_id, now, run_at, context, checked, self.config)
                 for spec, job_id in zip(jobs[start:end], ids[start:end], strict=True)
             ]
         inserts = self._inserts
@@ -399,58 +399,6 @@ class JobService(ClusterSupport, ScheduleSupport):
         if self._runner is not None and fresh and conn is None:
             self._runner.offer(fresh)
         return [SubmitResult(str(i), dup) for i, dup in results]
-
-    def _encode(
-        self,
-        spec: JobPayload,
-        job_id: int,
-        now: int,
-        run_at: int,
-        context: str | None,
-        checked: dict[tuple[Any, ...], tuple[int, float | None]],
-    ) -> NewJob:
-        """``spec`` as the row to insert under ``job_id``. ``checked`` remembers the option
-        sets already validated in this call (a batch mostly repeats one)."""
-        if not isinstance(spec, JobPayload):
-            raise JobError.from_validation(None, f"a job must be a JobPayload, got {show(spec)}")
-        ma, t = spec.max_attempts, spec.timeout
-        # The types are part of the key: True == 1 == 1.0, but only the int is valid.
-        options = (spec.type, spec.priority, spec.duration, ma, type(ma), t, type(t),
-                   spec.key, type(spec.key), spec.batch_id, type(spec.batch_id))  # fmt: skip
-        try:
-            valid = checked.get(options)
-        except TypeError:  # something unhashable: no cache, validation says what is wrong
-            valid = None
-        if valid is None:
-            valid = check_options(spec)
-            with contextlib.suppress(TypeError):
-                checked[options] = valid
-        if spec.dedupe_key is not None:
-            check_name("dedupe_key", spec.dedupe_key)
-        encoded = encode_json("payload", spec.payload)
-        size = len(encoded)  # ASCII (the encoder escapes the rest): characters are bytes
-        if size > self.config.max_payload_bytes:
-            raise JobError.from_validation(
-                None,
-                f"payload is {size} bytes, over the limit of {self.config.max_payload_bytes}"
-                " (store large data elsewhere and submit a reference)",
-            )
-        return NewJob(
-            id=job_id,
-            type=spec.type,
-            payload=encoded,
-            priority=valid[0],
-            key=spec.key,
-            shard=job_entity(job_id, spec.key, self.config.shards).shard,
-            dedupe_key=spec.dedupe_key,
-            max_attempts=ma,
-            timeout=valid[1],
-            duration=spec.duration,
-            batch_id=spec.batch_id,
-            run_at=run_at,
-            created_at=now,
-            context=context,
-        )
 
     # -- reading -------------------------------------------------------------------------
 
