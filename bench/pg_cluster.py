@@ -10,7 +10,15 @@ is also their ``--app``) and returns a dict; ``main`` prints the median of ``--r
 - ``submitters``: 50 concurrent single-job submitters in one process (one runner running);
 - ``failover``: kill -9 of a runner to the first re-run of one of its in-flight jobs on the
   other runner;
-- ``idle``: every statement a runner sends in 10 idle seconds (``log_statement = all``).
+- ``idle``: every statement a runner sends in 10 idle seconds (``log_statement = all``);
+- ``scaling``: I/O-bound jobs (each handler awaits 20 ms) on 1, 2, 4 and 8 runners of
+  concurrency 32: processed jobs/s against the ideal (runners x 32 / 20 ms), submit-to-start
+  p50/p99 under that load, and kill -9 of one runner to the first re-run of its in-flight
+  jobs (p50/max over ``--kills``);
+- ``moves``: the fraction of shards that change owner as runners join one by one (1 -> 8)
+  and leave (8 -> 1), computed from the hash ring and observed on real workers.
+
+``python -m bench.pg_cluster scaling --report`` also writes its section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import statistics
@@ -34,6 +43,7 @@ from typing import Any
 import asyncpg
 
 from shardq import JobService
+from shardq.sharding import HashRing
 
 ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PG_LOG = os.environ.get("BENCH_PG_LOG", "/var/log/postgresql/postgresql-15-main.log")
@@ -64,6 +74,12 @@ def _report(payload: dict[str, Any]) -> None:
 async def ping(payload: dict[str, Any]) -> None:
     """Report the start (job number, pid, clock) to the bench over UDP."""
     _report(payload)
+
+
+@app.handler("io")
+async def io(payload: Any) -> None:
+    """An I/O-bound job: awaits 20 ms."""
+    await asyncio.sleep(0.02)
 
 
 @app.handler("hold")
@@ -308,35 +324,336 @@ async def measure_idle(seconds: float = 10.0) -> dict[str, Any]:
     return {"seconds": seconds, "statements": statements, "total": sum(statements.values())}
 
 
+# -- scaling ---------------------------------------------------------------------------------
+
+#: Jobs/s one runner of concurrency 32 could do if a slot cycle took only the handler's 20 ms.
+IDEAL_PER_RUNNER = 32 / 0.020
+_SHARDS = 300
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def _runner_ids(
+    db: asyncpg.Connection, procs: Sequence[subprocess.Popen[bytes]]
+) -> list[str]:
+    async def known() -> list[str] | None:
+        rows = {r[0]: r[1] for r in await db.fetch("SELECT pid, id FROM shardq_runners")}
+        ids = [rows.get(p.pid) for p in procs]
+        return None if None in ids else [i for i in ids if i is not None]
+
+    ids: list[str] = await _until(known)
+    return ids
+
+
+async def _settled(db: asyncpg.Connection, runners: Sequence[str]) -> dict[int, str]:
+    """Wait until exactly ``runners`` serve every shard; the shard map then."""
+
+    async def ready() -> dict[int, str] | None:
+        rows = await db.fetch("SELECT shard, owner FROM shardq_shards WHERE owner IS NOT NULL")
+        owners = {r[0]: r[1] for r in rows}
+        done = len(owners) == _SHARDS and set(owners.values()) == set(runners)
+        return owners if done else None
+
+    owners: dict[int, str] = await _until(ready, timeout=60)
+    return owners
+
+
+async def _keep_loaded(url: str, target: int, stop: asyncio.Event) -> int:
+    """Keep about ``target`` jobs unfinished (queued or running) until ``stop``; returns how
+    many were submitted."""
+    submitted = 0
+    db = await asyncpg.connect(url)
+    try:
+        async with JobService(url, runner=False) as web:
+            while not stop.is_set():
+                missing = target - await db.fetchval("SELECT count(*) FROM job_queue")
+                if missing > 0:
+                    await web.submit("io", [None] * min(missing, 1000))
+                    submitted += min(missing, 1000)
+                await asyncio.sleep(0.01)
+    finally:
+        await db.close()
+    return submitted
+
+
+async def _window(db: asyncpg.Connection, t0: int, t1: int) -> dict[str, float]:
+    done = await db.fetchval(
+        "SELECT count(*) FROM jobs WHERE finished_at >= $1 AND finished_at < $2", t0, t1
+    )
+    row = await db.fetchrow(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s - created_at),"
+        " percentile_cont(0.99) WITHIN GROUP (ORDER BY s - created_at)"
+        " FROM (SELECT created_at, (history::jsonb->1->>1)::bigint AS s FROM jobs"
+        "       WHERE attempts >= 1 AND updated_at >= $1) x WHERE s >= $1 AND s < $2",
+        t0,
+        t1,
+    )
+    assert row is not None
+    return {
+        "jobs_per_s": done / ((t1 - t0) / 1000),
+        "start_p50_ms": row[0],
+        "start_p99_ms": row[1],
+    }
+
+
+async def _kill_and_rerun(db: asyncpg.Connection, proc: subprocess.Popen[bytes]) -> float | None:
+    """kill -9 ``proc`` and the seconds until one of the jobs it was running starts again
+    elsewhere (None if none does within 10 s). Its in-flight jobs are the only ones that
+    start twice (a 20 ms sleep never fails); they were submitted within the last seconds."""
+    proc.send_signal(signal.SIGKILL)
+    killed = _now_ms()
+    proc.wait()
+
+    async def rerun() -> int | None:
+        at: int | None = await db.fetchval(
+            "SELECT min((e->>1)::bigint) FROM jobs j, jsonb_array_elements(j.history::jsonb) e"
+            " WHERE j.created_at >= $1::bigint - 10000 AND j.attempts >= 2"
+            " AND e->>0 = 'processing' AND (e->>1)::bigint > $1::bigint",
+            killed,
+        )
+        return at
+
+    with contextlib.suppress(TimeoutError):
+        at: int = await _until(rerun, timeout=10)
+        return (at - killed) / 1000
+    return None
+
+
+async def _scale_one(runners: int, seconds: float, kills: int) -> dict[str, Any]:
+    async with _database() as url:
+        procs = [_worker(url, 32) for _ in range(runners)]
+        db = await asyncpg.connect(url)
+        stop = asyncio.Event()
+        loader: asyncio.Task[int] | None = None
+        try:
+            ids = await _runner_ids(db, procs)
+            await _settled(db, ids)
+            loader = asyncio.create_task(_keep_loaded(url, runners * 32 * 2, stop))
+            await asyncio.sleep(2.0)  # warm-up
+            t0 = _now_ms()
+            await asyncio.sleep(seconds)
+            t1 = _now_ms()
+            out: dict[str, Any] = {"runners": runners, **await _window(db, t0, t1)}
+            out["ideal_per_s"] = runners * IDEAL_PER_RUNNER
+            out["efficiency"] = out["jobs_per_s"] / out["ideal_per_s"]
+            failovers: list[float] = []
+            for k in range(kills if runners > 1 else 0):
+                i = k % runners
+                took = await _kill_and_rerun(db, procs[i])
+                if took is not None:
+                    failovers.append(took)
+                procs[i] = _worker(url, 32)
+                ids[i] = (await _runner_ids(db, [procs[i]]))[0]
+                await _settled(db, ids)
+            if failovers:
+                out["failover_p50_s"] = statistics.median(failovers)
+                out["failover_max_s"] = max(failovers)
+                out["failovers"] = failovers
+        finally:
+            stop.set()
+            if loader is not None:
+                with contextlib.suppress(Exception):
+                    await loader
+            await db.close()
+            _stop(procs)
+    return out
+
+
+async def measure_scaling(
+    sizes: Sequence[int] = (1, 2, 4, 8), seconds: float = 8.0, kills: int = 10
+) -> dict[str, Any]:
+    """Processed jobs/s of 20 ms I/O-bound jobs on each cluster size, against the ideal;
+    submit-to-start under that load; kill -9 to the first re-run of the victim's jobs."""
+    return {f"runners_{n}": await _scale_one(n, seconds, kills) for n in sizes}
+
+
+# -- moved shards ----------------------------------------------------------------------------
+
+
+def _moved(before: dict[int, str], after: dict[int, str]) -> float:
+    return sum(before.get(s) != after.get(s) for s in range(_SHARDS)) / _SHARDS
+
+
+def ring_moves(trials: int = 50, most: int = 8) -> dict[str, Any]:
+    """The fraction of shards whose owner changes on each join (1 -> ``most``) and leave
+    (``most`` -> 1), from ``HashRing`` with random runner ids: mean and max over ``trials``,
+    beside the ideal 1/N (N: the larger size of the step)."""
+    joins: dict[int, list[float]] = {n: [] for n in range(2, most + 1)}
+    leaves: dict[int, list[float]] = {n: [] for n in range(2, most + 1)}
+    for _ in range(trials):
+        ids = [uuid.uuid4().hex for _ in range(most)]
+        maps = [
+            {s: o for s in range(_SHARDS) if (o := HashRing(ids[:n]).owner(s)) is not None}
+            for n in range(1, most + 1)
+        ]
+        for n in range(2, most + 1):
+            joins[n].append(_moved(maps[n - 2], maps[n - 1]))
+            # Leaving: the last to join leaves first, or any other; the ring is symmetric,
+            # so the leave of a random member is measured as the join read backwards.
+            leaver = random.randrange(n)
+            rest = ids[:leaver] + ids[leaver + 1 : n]
+            after = {s: o for s in range(_SHARDS) if (o := HashRing(rest).owner(s)) is not None}
+            leaves[n].append(_moved(maps[n - 1], after))
+
+    def row(v: list[float]) -> dict[str, float]:
+        return {"mean": statistics.mean(v), "max": max(v)}
+
+    return {
+        "trials": trials,
+        "join": {f"{n - 1}->{n}": {"ideal": 1 / n, **row(joins[n])} for n in joins},
+        "leave": {f"{n}->{n - 1}": {"ideal": 1 / n, **row(leaves[n])} for n in leaves},
+    }
+
+
+async def measure_moves(real: int = 4) -> dict[str, Any]:
+    """Moved fractions from the ring (see ``ring_moves``), and observed on real workers as
+    they join one by one up to ``real`` and leave (SIGTERM) one by one."""
+    observed: dict[str, Any] = {}
+    async with _database() as url:
+        procs: list[subprocess.Popen[bytes]] = []
+        db = await asyncpg.connect(url)
+        try:
+            ids: list[str] = []
+            before: dict[int, str] = {}
+            for n in range(1, real + 1):
+                procs.append(_worker(url, 8))
+                ids += await _runner_ids(db, procs[-1:])
+                after = await _settled(db, ids)
+                predicted = {s: HashRing(ids).owner(s) for s in range(_SHARDS)}
+                if before:
+                    observed[f"join {n - 1}->{n}"] = {
+                        "moved": _moved(before, after),
+                        "ring": _moved(before, predicted),  # type: ignore[arg-type]
+                    }
+                before = after
+            for n in range(real, 1, -1):
+                proc = procs.pop(0)
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+                ids.pop(0)
+                after = await _settled(db, ids)
+                observed[f"leave {n}->{n - 1}"] = {"moved": _moved(before, after)}
+                before = after
+        finally:
+            await db.close()
+            _stop(procs)
+    return {"ring": ring_moves(), "observed": observed}
+
+
 MEASUREMENTS = {
     "latency": measure_latency,
     "throughput": measure_throughput,
     "submitters": measure_submitters,
     "failover": measure_failover,
     "idle": measure_idle,
+    "scaling": measure_scaling,
+    "moves": measure_moves,
 }
+
+
+#: Measurements that run once whatever ``--runs`` says (they are long, or have no median).
+ONCE = {"idle", "scaling", "moves"}
+_BEGIN, _END = "<!-- pg_cluster scaling: begin -->", "<!-- pg_cluster scaling: end -->"
+
+
+def _f(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def report(scaling: dict[str, Any], moves: dict[str, Any] | None, command: str) -> str:
+    """The BENCHMARKS.md section for a ``scaling`` (and ``moves``) result."""
+    lines = [
+        _BEGIN,
+        "## Cluster scaling (I/O-bound jobs, PostgreSQL)",
+        "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d')} (this machine: 2 cores, one"
+        " PostgreSQL 15 on the same host). Each handler awaits 20 ms; each runner is a",
+        "`shardq worker` of concurrency 32; a submitter keeps about 64 jobs per runner"
+        " unfinished. Ideal: runners x 32 / 20 ms. Failover: kill -9 of one runner under"
+        " that load to the first re-run of one of its in-flight jobs on a survivor.",
+        "",
+        "| runners | jobs/s | ideal | efficiency | submit-to-start p50 / p99 ms"
+        " | failover p50 / max ms (kills) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in scaling.values():
+        fails = r.get("failovers", [])
+        fo = (
+            f"{r['failover_p50_s'] * 1000:.0f} / {r['failover_max_s'] * 1000:.0f} ({len(fails)})"
+            if fails
+            else "-"
+        )
+        lines.append(
+            f"| {r['runners']} | {_f(r['jobs_per_s'], 0)} | {_f(r['ideal_per_s'], 0)}"
+            f" | {r['efficiency']:.2f} | {_f(r['start_p50_ms'])} / {_f(r['start_p99_ms'])}"
+            f" | {fo} |"
+        )
+    if moves:
+        ring = moves["ring"]
+        lines += [
+            "",
+            f"Shards moved per membership change ({_SHARDS} shards; from `HashRing`, mean"
+            f" and max over {ring['trials']} sets of random runner ids):",
+            "",
+            "| change | ideal 1/N | mean | max |",
+            "|---|---:|---:|---:|",
+        ]
+        for kind in ("join", "leave"):
+            for step, v in ring[kind].items():
+                lines.append(
+                    f"| {kind} {step} | {v['ideal']:.3f} | {v['mean']:.3f} | {v['max']:.3f} |"
+                )
+        obs = ", ".join(f"{k}: {v['moved']:.3f}" for k, v in moves["observed"].items())
+        lines += ["", f"Observed on real workers: {obs}."]
+    lines.append(_END)
+    return "\n".join(lines)
+
+
+def _write_report(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
+    doc = path.read_text()
+    if _BEGIN in doc:
+        head, rest = doc.split(_BEGIN, 1)
+        doc = head + text + rest.split(_END, 1)[1]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(doc)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the measurements ``--runs`` times each and print their medians as JSON."""
     parser = argparse.ArgumentParser(prog="python -m bench.pg_cluster")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", default="1,2,4,8", help="scaling: runner counts")
+    parser.add_argument("--kills", type=int, default=10, help="scaling: kills per size")
+    parser.add_argument("--seconds", type=float, default=8.0, help="scaling: window per size")
+    parser.add_argument("--report", action="store_true", help="write BENCHMARKS.md's section")
     parser.add_argument("only", nargs="*", help=f"any of: {', '.join(MEASUREMENTS)}")
     args = parser.parse_args(argv)
     unknown = set(args.only) - set(MEASUREMENTS)
     if unknown:
         parser.error(f"unknown measurement(s): {', '.join(sorted(unknown))}")
+    sizes = [int(n) for n in args.sizes.split(",")]
     out: dict[str, Any] = {}
     for name, fn in MEASUREMENTS.items():
         if args.only and name not in args.only:
             continue
-        runs = [asyncio.run(fn()) for _ in range(1 if name == "idle" else args.runs)]  # type: ignore[operator]
+        if name == "scaling":
+            out[name] = asyncio.run(measure_scaling(sizes, args.seconds, args.kills))
+            print(name, json.dumps(out[name]), flush=True)
+            continue
+        runs = [asyncio.run(fn()) for _ in range(1 if name in ONCE else args.runs)]  # type: ignore[operator]
         summary: dict[str, Any] = {"runs": runs}
         for key, value in runs[0].items():
             if isinstance(value, int | float):
                 summary[f"median_{key}"] = statistics.median(r[key] for r in runs)
         out[name] = summary
         print(name, json.dumps(summary), flush=True)
+    if args.report and "scaling" in out:
+        moves = out["moves"]["runs"][0] if "moves" in out else None
+        command = "python -m bench.pg_cluster " + " ".join(argv or sys.argv[1:])
+        _write_report(report(out["scaling"], moves, command.strip()))
     return 0
 
 

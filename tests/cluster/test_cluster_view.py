@@ -101,11 +101,14 @@ async def test_drain_moves_every_shard_and_loses_nothing(cluster: Cluster) -> No
     victim = workers[0]
     async with JobService(cluster.url, runner=False) as web:
         await _settled(web, 3)
-        ids = await web.submit("sleep", [{"s": 0.3, "i": i} for i in range(60)])
+        ids = await web.submit("sleep", [{"s": 1, "i": i} for i in range(60)])
 
         async def victim_busy() -> bool:
-            (me,) = [r for r in (await web.cluster()).runners if r.id == victim.runner_id]
-            return me.running > 0
+            n = await cluster.db.fetchval(
+                "SELECT count(*) FROM jobs WHERE state = 'processing' AND owner = $1",
+                victim.runner_id,
+            )
+            return bool(n)
 
         await eventually(victim_busy, timeout=10, what="the victim to run jobs")
         drained = _cli(cluster.url, "drain", victim.runner_id or "", "--timeout", "30")

@@ -1,4 +1,5 @@
-"""Live numbers for the dashboard, from the runner's own counters and transition listener.
+"""Live numbers for the dashboard, from the runner's own counters and transition listener,
+and the cluster view (``runners`` events, once per tick while a dashboard is connected).
 
 The database is read once when the feed starts and once per new dashboard connection (to
 correct any drift, e.g. jobs pruned or cancelled by another process); between those, counts,
@@ -21,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from ..jobs import JobService
 from ..models import FINISHED, PRIORITIES, STATUSES, QueueStats, Status
+from .runners import cluster_json
 
 _MAX_TRANSITIONS = 500
 _QUEUE_SIZE = 64
@@ -306,6 +308,17 @@ class LiveFeed:
 
     # -- machinery ----------------------------------------------------------------------
 
+    async def _publish_runners(self) -> None:
+        # The cluster view changes with every heartbeat (a second by default): read it once
+        # per tick, and only while someone watches (the runners and shards tables only).
+        if not self._subscribers:
+            return
+        try:
+            data = await cluster_json(self._jobs)
+        except Exception:  # storage briefly away: the next tick tries again
+            return
+        self._publish("runners", data)
+
     def _publish(self, kind: str, data: dict[str, Any]) -> None:
         if not self._subscribers:
             return
@@ -351,6 +364,7 @@ class LiveFeed:
                         await self.resync(force=True)
                 point = self._sample()
                 self._publish("tick", {"point": point, **self.snapshot()})
+                await self._publish_runners()
 
 
 def _event(kind: str, data: dict[str, Any]) -> str:

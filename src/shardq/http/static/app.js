@@ -178,6 +178,9 @@ const EVENTS = {
     setCounts(d);
     for (const t of d.transitions) onTransition(t.id, t.status);
   },
+  runners(d) {
+    drawRunners(d);
+  },
 };
 
 let stream = null; // the AbortController of the open event stream
@@ -469,22 +472,47 @@ async function replayAll() {
 
 async function loadRunners() {
   const r = await api("GET", "api/runners");
-  if (!r.ok) return;
-  const d = r.data;
-  const palette = ["#2563eb", "#16a34a", "#ea580c", "#7c3aed", "#0891b2", "#db2777"];
-  const owner = new Array(d.shards).fill(-1);
-  d.runners.forEach((rn, i) => (rn.shards || []).forEach((s) => (owner[s] = i)));
+  if (r.ok) drawRunners(r.data);
+}
+
+// Colours stay with a runner while it lives: the first seen gets the first colour, and so on.
+const PALETTE = ["#2563eb", "#16a34a", "#ea580c", "#7c3aed", "#0891b2", "#db2777", "#ca8a04", "#4b5563"];
+const runnerColours = new Map();
+
+function colourOf(id) {
+  if (!runnerColours.has(id)) {
+    const used = new Set(runnerColours.values());
+    runnerColours.set(id, PALETTE.find((c) => !used.has(c)) || PALETTE[runnerColours.size % PALETTE.length]);
+  }
+  return runnerColours.get(id);
+}
+
+// Every runner of the cluster (the same from any process), and the shard map coloured by owner.
+function drawRunners(d) {
+  const live = new Set(d.runners.map((rn) => rn.id));
+  for (const id of [...runnerColours.keys()]) if (!live.has(id)) runnerColours.delete(id);
+  const total = d.runners.reduce((n, rn) => n + rn.jobs_per_s, 0);
+  const head = d.mode + " · " + d.shards + " shards · " + d.runners.length + " runner(s) · " + total.toFixed(1) + " jobs/s" + (d.handovers.length ? " · " + d.handovers.length + " handing over" : "");
   $("runners").replaceChildren(
-    el("div", { class: "muted small", text: d.mode + " · " + d.shards + " shards · " + d.note }),
-    ...d.runners.map((rn, i) =>
-      el("div", { class: "runner" }, el("span", { class: "swatch" }), el("span", { class: "mono", text: rn.id.slice(0, 12) }), el("span", { class: "muted", text: " " + (rn.shard_count ?? "?") + " shards · " + rn.running + "/" + rn.concurrency + " running · " + (rn.handlers.length ? rn.handlers.join(", ") : "no handlers") }))
-    )
+    el("div", { class: "muted small", text: head + (d.note ? " · " + d.note : "") }),
+    ...d.runners.map((rn) => {
+      const sw = el("span", { class: "swatch" });
+      sw.style.background = colourOf(rn.id);
+      const load = rn.shard_count + " shards · " + rn.running + "/" + rn.capacity + " running · " + rn.jobs_per_s.toFixed(1) + " jobs/s";
+      return el(
+        "div",
+        { class: "runner" + (rn.draining ? " draining" : ""), "data-testid": "runner-" + rn.id, "data-runner": rn.id, title: rn.id + " on " + rn.host + ":" + rn.pid + ", started " + rn.started_at + ", heartbeat " + rn.heartbeat_at },
+        sw,
+        el("span", { class: "mono", text: rn.id.slice(0, 12) }),
+        el("span", { class: "muted", text: " " + rn.host + ":" + rn.pid + " · " + load + (rn.draining ? " · draining" : "") + (rn.this_process ? " · this process" : "") })
+      );
+    }),
+    ...d.events.slice(0, 5).map((e) => el("div", { class: "muted small event", text: e.at.slice(11, 19) + " " + e.kind + " " + e.runner.slice(0, 12) }))
   );
-  document.querySelectorAll(".runner .swatch").forEach((s, i) => (s.style.background = palette[i % palette.length]));
   $("shard-map").replaceChildren(
-    ...owner.map((o, s) => {
-      const c = el("span", { class: "shard", title: "shard " + s + (o >= 0 ? " → " + d.runners[o].id.slice(0, 12) : " → unowned") });
-      c.style.background = o >= 0 ? palette[o % palette.length] : "var(--grid)";
+    ...d.shard_map.map((o, s) => {
+      const c = el("span", { class: "shard", "data-owner": o || "", title: "shard " + s + (o ? " → " + o.slice(0, 12) : " → handing over") });
+      c.style.background = o ? colourOf(o) : "var(--grid)";
       return c;
     })
   );
