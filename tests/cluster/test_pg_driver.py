@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from shardq import JobService
+from shardq import FakeClock, JobService
 from shardq.drivers._sql import migrations
 from shardq.drivers.base import Outcome
 from shardq.drivers.postgres import PostgresDriver
@@ -220,3 +220,34 @@ def test_bad_postgres_settings_are_refused() -> None:
     for bad in ({"pool_size": 1}, {"heartbeat": 0}, {"heartbeat": 3600}, {"handover_timeout": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             JobService("postgresql://127.0.0.1/none", **bad)
+
+
+async def test_heartbeats_follow_the_injected_clock(pg_url: str) -> None:
+    clock = FakeClock()
+    d = PostgresDriver(pg_url, runner=True, heartbeat=5.0, clock=clock)
+    await d.open()
+    locks = d.ownership("r1", 8)
+
+    async def no_change(acquired: set[int], lost: set[int]) -> None:
+        return None
+
+    try:
+        await locks.start(no_change)
+
+        async def waiting() -> bool:  # its balancer has settled and waits for the clock
+            return clock.pending == 1
+
+        await eventually(waiting, what="the balancer to wait for its heartbeat")
+        beat = "SELECT heartbeat_at FROM shardq_runners WHERE id = 'r1'"
+        assert await d.pool.fetchval(beat) == clock.now_ms()
+        await clock.advance(4.9)
+        assert await d.pool.fetchval(beat) < clock.now_ms()
+        await clock.advance(0.1)  # the fifth second: a heartbeat, stamped with the clock
+
+        async def stamped() -> bool:
+            return bool(await d.pool.fetchval(beat) == clock.now_ms())
+
+        await eventually(stamped, what="a heartbeat at the clock's time")
+    finally:
+        await locks.stop()
+        await d.close()
