@@ -15,6 +15,8 @@ is also their ``--app``) and returns a dict; ``main`` prints the median of ``--r
   concurrency 32: processed jobs/s against the ideal (runners x 32 / 20 ms), submit-to-start
   p50/p99 under that load, and kill -9 of one runner to the first re-run of its in-flight
   jobs (p50/max over ``--kills``);
+- ``cycle``: where a slot's cycle goes on one runner under the ``scaling`` load (a runner in
+  this process, its steps and handler timed);
 - ``moves``: the fraction of shards that change owner as runners join one by one (1 -> 8)
   and leave (8 -> 1), computed from the hash ring and observed on real workers.
 
@@ -42,7 +44,7 @@ from typing import Any
 
 import asyncpg
 
-from shardq import JobService
+from shardq import JobService, current_job
 from shardq.sharding import HashRing
 
 ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -469,6 +471,55 @@ async def measure_scaling(
     return {f"runners_{n}": await _scale_one(n, seconds, kills) for n in sizes}
 
 
+async def measure_cycle(seconds: float = 6.0) -> dict[str, float]:
+    """Where a slot's cycle goes (ms, means) on one in-process runner of concurrency 32 under
+    the scaling load: the 20 ms handler, its overshoot, the wait for a step, the step's round
+    trip (which writes the outcome and starts the next job) and the launch after its reply."""
+    async with _database() as url:
+        jobs = JobService(url, concurrency=32)
+        begin: dict[int, float] = {}
+        end: dict[int, float] = {}
+        sent: dict[int, tuple[float, float]] = {}
+        started: dict[int, float] = {}
+
+        @jobs.handler("io")
+        async def timed_io(payload: Any) -> None:
+            job = int(current_job().job_id)
+            begin[job] = clock()
+            await asyncio.sleep(0.02)
+            end[job] = clock()
+
+        async with jobs:
+            driver: Any = jobs.driver
+            advance = driver.advance
+
+            async def timed(outcomes: Any, starts: Any, token: str, now: int) -> Any:
+                t = clock()
+                done = await advance(outcomes, starts, token, now)
+                reply = clock()
+                sent.update((o.id, (t, reply)) for o in outcomes)
+                started.update((i, reply) for i in starts)
+                return done
+
+            driver.advance = timed
+            stop = asyncio.Event()
+            loader = asyncio.create_task(_keep_loaded(url, 64, stop))
+            await asyncio.sleep(seconds)
+            stop.set()
+            submitted = await loader
+    ids = [i for i in end if i in sent and i in started]
+    parts = {
+        "handler_overshoot_ms": [end[i] - begin[i] - 0.02 for i in ids],
+        "end_to_step_sent_ms": [sent[i][0] - end[i] for i in ids],
+        "step_round_trip_ms": [sent[i][1] - sent[i][0] for i in ids],
+        "reply_to_handler_ms": [begin[i] - started[i] for i in ids],
+    }
+    out = {k: statistics.mean(v) * 1000 for k, v in parts.items()}
+    out["cycle_ms"] = 20 + sum(out.values())
+    out["efficiency_bound"] = 20 / out["cycle_ms"]
+    return {**out, "jobs": len(ids), "submitted": submitted}
+
+
 # -- moved shards ----------------------------------------------------------------------------
 
 
@@ -550,11 +601,12 @@ MEASUREMENTS = {
     "idle": measure_idle,
     "scaling": measure_scaling,
     "moves": measure_moves,
+    "cycle": measure_cycle,
 }
 
 
 #: Measurements that run once whatever ``--runs`` says (they are long, or have no median).
-ONCE = {"idle", "scaling", "moves"}
+ONCE = {"idle", "scaling", "moves", "cycle"}
 _BEGIN, _END = "<!-- pg_cluster scaling: begin -->", "<!-- pg_cluster scaling: end -->"
 
 
