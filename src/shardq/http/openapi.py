@@ -268,7 +268,7 @@ _PATHS: dict[str, Any] = {
     },
     "/api/runners": {
         "get": {
-            "summary": "Runners and the shards they own",
+            "summary": "The whole cluster: runners, shard map, hand-overs, membership events",
             "operationId": "runners",
             "responses": {"200": _json(_ref("Runners"), "runners"), **_errors(400, 401)},
         }

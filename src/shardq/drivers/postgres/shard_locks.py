@@ -10,7 +10,9 @@ passes). A runner that dies loses its session, and with it every lock, at once.
 Membership changes are announced (``NOTIFY shardq_runners``) on join, hand-over and leave,
 and a runner whose session ends without a word is announced at once by the peer watching
 its runner lock (``peer_watch``); a heartbeat on the lock session (one statement a second by
-default) notices whatever a watch missed. No query here looks for work.
+default) notices whatever a watch missed; it also publishes the runner's load and marks a
+runner found gone. A runner asked to drain (``draining``) stays live but out of every
+runner's ring, so its shards are handed over and it owns none. No query here looks for work.
 
 Fencing: if the lock session fails, or any lock operation outlives its deadline, every shard
 is given up at once (``on_change(set(), all)``) before reconnecting. Starting a job is also
