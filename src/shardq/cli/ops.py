@@ -352,7 +352,7 @@ def _runners_text(data: dict[str, Any]) -> str:
     lines = [f"mode {data['mode']}, {data['shards']} shards, {len(runners)} runner(s)"]
     for r in runners:
         beat = str(r.get("heartbeat_at", ""))[11:23]
-        flags = " DRAINING" if r.get("draining") else ""
+        flags = (" DRAINED" if not r["shard_count"] else " DRAINING") if r.get("draining") else ""
         lines.append(
             f"  {r['id']}  {r.get('host', '?')}:{r.get('pid', '?')}  {r['shard_count']:>4} shards"
             f"  {r['running']}/{r.get('capacity', '?')} running  {r.get('jobs_per_s', 0):,.1f} jobs/s"
