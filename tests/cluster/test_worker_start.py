@@ -4,6 +4,7 @@ what waiting cannot cure."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -172,25 +173,31 @@ async def test_worker_gives_up_or_stops_while_waiting(tmp_path: Path) -> None:
     assert "s3cret" not in text and "Traceback" not in text
 
 
-def start_serve(url: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def serving(url: str, log: Path, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``shardq serve`` process, killed on the way out if it is still running."""
     with log.open("wb") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, *("-m", "shardq", "--database-url", url, "serve"), *extra],
             cwd=ROOT,
             env=dict(os.environ, PYTHONUNBUFFERED="1", SHARDQ_API_TOKEN="t" * 16),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 async def test_serve_waits_for_its_database_then_answers(
     private_pg: PrivatePostgres, tmp_path: Path
 ) -> None:
     port = free_port()
-    log = tmp_path / "serve.log"
-    proc = start_serve(private_pg.url(), log, "--port", str(port))
-    try:
-        await logged(log, "waiting for PostgreSQL", proc=proc)
+    with serving(private_pg.url(), tmp_path / "serve.log", "--port", str(port)) as proc:
+        await logged(tmp_path / "serve.log", "waiting for PostgreSQL", proc=proc)
         private_pg.start()
 
         async def healthy() -> bool:
@@ -203,28 +210,18 @@ async def test_serve_waits_for_its_database_then_answers(
 
         await eventually(healthy, timeout=30, what="serve to answer /healthz")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, read(log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        assert proc.wait(30) == 0, read(tmp_path / "serve.log")
 
 
 async def test_serve_stops_at_once_on_sigterm_while_waiting(
     private_pg: PrivatePostgres, tmp_path: Path
 ) -> None:
     log = tmp_path / "serve.log"
-    proc = start_serve(
-        private_pg.url(), log, "--port", str(free_port()), "--connect-timeout", "inf"
-    )
-    try:
+    extra = ("--port", str(free_port()), "--connect-timeout", "inf")
+    with serving(private_pg.url(), log, *extra) as proc:
         await logged(log, "waiting for PostgreSQL", proc=proc)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0, read(log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 async def test_a_service_stops_cleanly_when_its_server_is_gone(
