@@ -1,0 +1,1 @@
+"""Runnable examples of shardq inside an application (run from the repository root)."""
