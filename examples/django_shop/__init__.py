@@ -1,0 +1,1 @@
+"""A Django shop whose orders and receipt tasks commit in one ``transaction.atomic()``."""

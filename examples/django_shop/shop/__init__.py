@@ -1,0 +1,1 @@
+"""The shop application: orders, and the task that sends their receipts."""
