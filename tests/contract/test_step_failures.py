@@ -51,7 +51,7 @@ async def test_an_outcome_storage_refuses_fails_its_job_and_the_rest_go_on(
 
         def refuse(outcomes: Sequence[Outcome]) -> None:
             if any(o.id == poison_id and o.kind == "complete" for o in outcomes):
-                raise ValueError("storage cannot take this row")
+                raise ValueError("storage cannot take this row: \x00 \udcff")
 
         _wrap_advance(jobs, refuse)
         others = await jobs.submit("t", [{"n": i} for i in range(1, 6)])

@@ -9,6 +9,7 @@ import operator
 
 from .._internal.attempts import Attempt, AttemptRunner
 from .._internal.capacity import WeightedPicker
+from .._internal.validation import safe_text
 from ..clock import Clock, Timer
 from ..context import JobContext
 from ..drivers.base import Driver, JobRef, Outcome, Ownership, StartedJob
@@ -25,13 +26,8 @@ _by_priority = operator.itemgetter(1)  # JobRef.priority
 # most often a connection lost), and before the runner reports itself unhealthy.
 _ISOLATE_AFTER = 2
 _UNHEALTHY_AFTER = 3
+# The longest failure text kept (in a refused job's error, and in ``problem``).
 _MAX_FAILURE_TEXT = 500
-
-
-def safe_text(text: str) -> str:
-    """``text`` as storage and logs can always take it: no lone surrogates, bounded."""
-    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return safe if len(safe) <= _MAX_FAILURE_TEXT else safe[:_MAX_FAILURE_TEXT] + "…"
 
 
 class Dispatcher:
@@ -112,7 +108,7 @@ class Dispatcher:
                 raise
             except Exception as e:
                 self.failed_steps += 1
-                self._last_failure = safe_text(f"{type(e).__name__}: {e}")
+                self._last_failure = safe_text(f"{type(e).__name__}: {e}", _MAX_FAILURE_TEXT)
                 self._instruments.step_failed()
                 delay = min(5.0, 0.05 * 2**self.failed_steps)
                 log.exception("dispatch failed; trying again in %.2fs", delay)
@@ -226,7 +222,7 @@ class Dispatcher:
 
     def _refused(self, outcome: Outcome, error: Exception) -> Outcome:
         """A failure of ``outcome``'s job, in place of an outcome storage refused."""
-        text = safe_text(f"{type(error).__name__}: {error}")
+        text = safe_text(f"{type(error).__name__}: {error}", _MAX_FAILURE_TEXT)
         log.error("job %d: storage refused its outcome (%s); the job fails", outcome.id, text)
         self._instruments.outcome_refused()
         return Outcome(
