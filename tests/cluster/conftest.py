@@ -51,7 +51,15 @@ class Worker:
 
     def terminate(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            tail = self.log.read_text().splitlines()[-20:]
+            raise AssertionError(
+                "worker did not stop within 30 s of SIGTERM; its log ends:\n" + "\n".join(tail)
+            ) from None
 
 
 class Cluster:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from .._internal.tasks import cancel_and_wait
 from ..jobs import JobService
 from . import database_url
 from .worker import add_connect_timeout, start_when_reachable
@@ -338,10 +339,7 @@ async def serve(
             await server.serve()
         finally:
             for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+                await cancel_and_wait(t)
     finally:
         await jobs.stop()
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from .._internal.tasks import cancel_and_wait
 from ..jobs import JobService
 from ..retry import RetryPolicy
 from . import command
@@ -190,8 +191,6 @@ async def _unless_stopped(start: Coroutine[Any, Any, None], stop: asyncio.Event)
     if attempt.done():
         attempt.result()
         return True
-    attempt.cancel()
     # The attempt closes what it opened when cancelled; how it ends no longer matters.
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await attempt
+    await cancel_and_wait(attempt, quiet=True)
     return False

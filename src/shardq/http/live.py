@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client.registry import Collector
 
+from .._internal.tasks import cancel_and_wait
 from ..jobs import JobService
 from ..models import FINISHED, PRIORITIES, STATUSES, QueueStats, Status
 from .runners import cluster_json
@@ -173,9 +174,7 @@ class LiveFeed:
             self._offer(q, None)
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     # -- outputs ------------------------------------------------------------------------
 

@@ -12,13 +12,13 @@ start and its outcome (the handler call) is ``_internal.attempts``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 from collections.abc import Collection, Iterable
 from typing import Any
 
 from .._internal.attempts import Attempt, AttemptRunner, Handler
+from .._internal.tasks import cancel_and_wait
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import Config
 from ..drivers.base import Driver, EventKind, JobRef, Ownership
@@ -150,9 +150,7 @@ class Runner:
             if late:
                 unwritten = len(self._outcomes.pending) or 1
                 log.error("stopping with %d outcome(s) unwritten", unwritten)
-                loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop_task
+            await cancel_and_wait(loop_task)
         self._dispatch.cancel_timer()
         await self._ownership.stop()
         self._attempts.shutdown()

@@ -13,12 +13,12 @@ job records its schedule and tick.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._internal.tasks import cancel_and_wait
 from ..clock import Clock, Timer
 from ..config import Config
 from ..drivers.base import Driver, FiredTick, JobRef, NewJob, Ownership, ScheduleRecord
@@ -93,9 +93,7 @@ class Scheduler:
         """Disarm everything and stop firing."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         for name in list(self._armed):
             self._disarm(name)
 

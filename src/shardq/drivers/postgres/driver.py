@@ -8,7 +8,6 @@ every process ``LISTEN``s on one dedicated connection. Shard ownership is in ``s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from ..._internal.tasks import cancel_and_wait
 from ...clock import SYSTEM_CLOCK, Clock
 from .._sql import (
     DLQ_COLUMNS,
@@ -177,9 +177,7 @@ class PostgresDriver:
 
     async def close(self) -> None:
         if self._analysing is not None:
-            self._analysing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._analysing
+            await cancel_and_wait(self._analysing)
             self._analysing = None
         if self._notifier is not None:
             await self._notifier.close()

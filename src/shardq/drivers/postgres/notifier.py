@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from ..._internal.tasks import cancel_and_wait
+
 log = logging.getLogger("shardq.postgres.notifier")
 
 #: Seconds a health probe of an idle listener connection may take before it is replaced.
@@ -57,9 +59,7 @@ class Notifier:
     async def close(self) -> None:
         """Stop listening and close the connection."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self._drop()
 

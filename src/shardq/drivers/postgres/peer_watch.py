@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from ..._internal.tasks import cancel_and_wait
+
 log = logging.getLogger("shardq.postgres.peer_watch")
 
 
@@ -77,9 +79,7 @@ class PeerWatch:
         task, self._task = self._task, None
         self._peer = None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task, quiet=True)
 
     async def _watch(self, peer: tuple[str, int]) -> None:
         runner, key = peer

@@ -22,7 +22,6 @@ refused in SQL on a shard that names another runner in ``shardq_shards``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from ..._internal.tasks import cancel_and_wait
 from ...clock import SYSTEM_CLOCK, Clock
 from ...sharding import HashRing
 from .peer_watch import PeerWatch, successor
@@ -164,9 +164,7 @@ class ShardLocks:
     async def stop(self) -> None:
         """Leave the cluster: release every shard and say so."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self._watch.close()
         conn, self._conn = self._conn, None
