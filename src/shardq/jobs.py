@@ -393,7 +393,7 @@ class JobService(ClusterSupport, ScheduleSupport):
             if not duplicate:
                 label = (row.type, row.priority)
                 counts[label] = counts.get(label, 0) + 1
-                fresh.append(JobRef(row.id, row.priority, row.run_at, row.key, row.shard))
+                fresh.append(JobRef(row.id, row.priority, row.run_at, row.key, row.shard, row.type))
         for (job_type, priority), n in counts.items():
             self.metrics.enqueued.labels(job_type, PRIORITIES[priority]).inc(n)
         if self._runner is not None and fresh and conn is None:
@@ -581,7 +581,7 @@ class JobService(ClusterSupport, ScheduleSupport):
             )
         self.metrics.enqueued.labels(record.type, PRIORITIES[record.priority]).inc()
         if self._runner is not None:
-            self._runner.offer([JobRef(job.id, job.priority, job.run_at, job.key, job.shard)])
+            self._runner.offer([JobRef(job.id, job.priority, job.run_at, job.key, job.shard, job.type)])
         return str(job_id)
 
     # -- sync wrappers -------------------------------------------------------------------

@@ -20,7 +20,7 @@ async def test_load_refs_finds_the_queued_jobs_among_ids(driver: Driver) -> None
     )
     await start(driver, [2])
     assert await driver.cancel_job(3, 2000) == "cancelled"
-    assert await driver.load_refs([1, 2, 3, 99]) == [JobRef(1, 0, 7000, "k", 4)]
+    assert await driver.load_refs([1, 2, 3, 99]) == [JobRef(1, 0, 7000, "k", 4, "t")]
     assert await driver.load_refs([]) == []
 
 
@@ -41,7 +41,7 @@ async def test_load_ready_takes_due_unkeyed_jobs_of_one_priority_oldest_first(
     )
     await start(driver, [9])
     ready = await driver.load_ready(None, 2, 2000, 10)
-    assert ready[0] == JobRef(1, 2, 1000, None, 0)
+    assert ready[0] == JobRef(1, 2, 1000, None, 0, "t")
     assert ids(ready) == [1, 3, 4, 5]
     assert ids(await driver.load_ready(None, 2, 2000, 2)) == [1, 3]
     assert ids(await driver.load_ready(None, 2, 2000, 10, after=3)) == [4, 5]
@@ -65,7 +65,7 @@ async def test_load_delayed_takes_unkeyed_jobs_due_later_soonest_first(driver: D
     await driver.cancel_job(6, 1500)
     delayed = await driver.load_delayed(None, 2000, 10)
     assert ids(delayed) == [5, 2, 1]
-    assert delayed[1] == JobRef(2, 0, 3000, None, 0)
+    assert delayed[1] == JobRef(2, 0, 3000, None, 0, "t")
     assert ids(await driver.load_delayed(None, 2000, 2)) == [5, 2]
     assert ids(await driver.load_delayed(None, 0, 10)) == [3, 5, 2, 1]
     assert await driver.load_delayed(None, 9000, 10) == []
@@ -104,9 +104,9 @@ async def test_load_mailbox_takes_one_keys_queued_jobs_in_id_order(driver: Drive
     await driver.cancel_job(5, 1500)
     mailbox = await driver.load_mailbox("a", 10)
     assert mailbox == [
-        JobRef(2, 0, 1000, "a", 0),
-        JobRef(3, 2, 1000, "a", 0),
-        JobRef(4, 2, 9000, "a", 0),
+        JobRef(2, 0, 1000, "a", 0, "t"),
+        JobRef(3, 2, 1000, "a", 0, "t"),
+        JobRef(4, 2, 9000, "a", 0, "t"),
     ]
     assert ids(await driver.load_mailbox("a", 2)) == [2, 3]
     assert await driver.load_mailbox("none", 10) == []

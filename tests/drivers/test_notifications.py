@@ -75,9 +75,9 @@ async def test_jobs_submitted_elsewhere_wake_the_runner(
     await other.insert_jobs([new_job(1, shard=3), new_job(2, key="k"), new_job(3, run_at=9000)])
     await heard.until(lambda: heard.of("submitted") >= {1, 2, 3}, "jobs 1, 2 and 3 submitted")
     assert sorted(await driver.load_refs([1, 2, 3])) == [
-        JobRef(1, 2, 1000, None, 3),
-        JobRef(2, 2, 1000, "k", 0),
-        JobRef(3, 2, 9000, None, 0),
+        JobRef(1, 2, 1000, None, 3, "t"),
+        JobRef(2, 2, 1000, "k", 0, "t"),
+        JobRef(3, 2, 9000, None, 0, "t"),
     ]
     assert await other.insert_jobs([new_job(4, dedupe="d"), new_job(5, dedupe="d")]) == [
         (4, False),

@@ -74,7 +74,7 @@ async def test_undo_starts_queues_again_only_the_owners_processing_jobs(driver: 
     assert await driver.cancel_job(3, 2500) == "requested"
     assert (await driver.advance([Outcome(4, 1, "complete", 2600)], [], "A", 2600)).written
     refs = await driver.undo_starts([1, 2, 3, 4, 5, 6, 99], "A", 3000)
-    assert sorted(refs) == [JobRef(1, 2, 3000, None, 0), JobRef(2, 2, 3000, "k", 0)]
+    assert sorted(refs) == [JobRef(1, 2, 3000, None, 0, "t"), JobRef(2, 2, 3000, "k", 0, "t")]
     assert await states(driver, range(1, 7)) == {
         1: "queued", 2: "queued", 3: "cancelled", 4: "complete", 5: "processing", 6: "queued",
     }  # fmt: skip

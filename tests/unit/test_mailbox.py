@@ -5,7 +5,7 @@ from shardq.mailbox import Mailbox
 
 
 def ref(i: int) -> JobRef:
-    return JobRef(id=i, priority=2, run_at=0, key="k", shard=0)
+    return JobRef(id=i, priority=2, run_at=0, key="k", shard=0, type="t")
 
 
 def test_delivers_in_id_order_even_when_offered_out_of_order() -> None:

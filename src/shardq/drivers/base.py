@@ -8,7 +8,7 @@ its notifications (how a commit in one process wakes the runner that owns the wo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -55,10 +55,11 @@ class JobRef(NamedTuple):
     run_at: int
     key: str | None
     shard: int
+    type: str
 
 
 def job_refs(rows: Iterable[Iterable[Any]]) -> list[JobRef]:
-    """``JobRef``s of rows holding (id, priority, run_at, key, shard), in that order.
+    """``JobRef``s of rows holding (id, priority, run_at, key, shard, type), in that order.
 
     Built by ``tuple.__new__`` directly: the named constructor costs three times as much, and
     a runner refilling its window converts thousands of rows while its event loop waits.
@@ -85,8 +86,9 @@ class StartedJob:
     context: str | None
 
 
-#: How an attempt ended; "snooze" puts the job off without using the attempt.
-OutcomeKind = Literal["complete", "retry", "snooze", "failed", "cancelled"]
+#: How an attempt ended; "snooze" and "throttle" put the job off without using the attempt
+#: (their history entries say ``snoozed`` and ``throttled``).
+OutcomeKind = Literal["complete", "retry", "snooze", "throttle", "failed", "cancelled"]
 
 
 @dataclass(slots=True)
@@ -110,6 +112,41 @@ class Advanced:
 
     written: list[int]
     started: list[StartedJob]
+    #: Limited types some of whose starts were refused, each with when to ask again: a
+    #: Unix ms (a rate's next token, a throttle's end) or 0 (when one of its slots frees,
+    #: or it is resumed).
+    held: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    """``count`` starts per ``per`` seconds, ``burst`` more at once after a quiet spell."""
+
+    count: int
+    per: float
+    burst: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRecord:
+    """The stored controls of one job type (None: no such limit)."""
+
+    job_type: str
+    concurrency: int | None = None
+    key_concurrency: int | None = None
+    rate: RateSpec | None = None
+    key_rate: RateSpec | None = None
+    paused: bool = False
+    #: Starts of the type wait until this Unix ms (a handler raised ``Throttled``).
+    throttled_until: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """What one limited type uses now: jobs holding its slots, and its rate's tokens."""
+
+    running: int
+    tokens: float | None
 
 
 @dataclass(slots=True)
@@ -162,7 +199,7 @@ class DeadLetterRecord:
 
 CancelResult = Literal["cancelled", "requested", "finished", "missing"]
 ReplayResult = Literal["replayed", "already", "missing"]
-EventKind = Literal["submitted", "cancel", "finished", "rescan", "schedules"]
+EventKind = Literal["submitted", "cancel", "finished", "rescan", "schedules", "controls"]
 #: Called by a driver's listener for each notification from another process.
 EventHandler = Callable[[EventKind, list[int]], None]
 
@@ -245,6 +282,36 @@ class ScheduleStore(Protocol):
         """The jobs among ``job_ids`` that are queued or processing."""
 
 
+class ControlStore(Protocol):
+    """Where an engine keeps flow controls: per-type limits, pauses and throttles, and
+    paused keys. Every write announces ``controls`` to the runners (as a submit does)."""
+
+    async def limits(self) -> list[LimitRecord]:
+        """Every type's stored controls, by type."""
+
+    async def put_limits(self, records: Sequence[LimitRecord], now: int) -> None:
+        """Set the limits (concurrency, key_concurrency, rate, key_rate) of each record's
+        type in one transaction, keeping its pause, throttle and the rate's tokens (a
+        changed rate starts full)."""
+
+    async def set_paused(self, job_type: str, paused: bool, now: int) -> None:
+        """Pause or resume the type's starts."""
+
+    async def throttle(self, job_type: str, until: int, now: int) -> None:
+        """Hold the type's starts until Unix ms ``until`` (never shortening a longer hold)."""
+
+    async def paused_keys(self) -> list[str]:
+        """The keys paused, sorted."""
+
+    async def set_key_paused(self, key: str, paused: bool, now: int) -> None:
+        """Pause or resume one key's starts."""
+
+    async def usage(self, job_types: Collection[str], now: int) -> dict[str, LimitUsage]:
+        """For each of ``job_types`` that has stored controls: the jobs holding its slots
+        now (started under a concurrency limit and still processing) and its rate's tokens
+        as of ``now`` (None without a rate)."""
+
+
 class Ownership(Protocol):
     """Which shards this runner may serve, and the fencing token its writes carry."""
 
@@ -291,6 +358,10 @@ class Driver(Protocol):
     def schedules(self) -> ScheduleStore:
         """Where this engine keeps schedules."""
 
+    @property
+    def controls(self) -> ControlStore:
+        """Where this engine keeps limits, pauses and throttles."""
+
     async def open(self) -> None:
         """Connect and apply pending migrations."""
 
@@ -323,10 +394,16 @@ class Driver(Protocol):
         cancelled since may be among them (starting it then starts nothing)."""
 
     async def load_ready(
-        self, shards: Collection[int] | None, priority: int, now: int, limit: int, after: int = 0
+        self,
+        shards: Collection[int] | None,
+        priority: int,
+        now: int,
+        limit: int,
+        after: int = 0,
+        exclude: Collection[str] = (),
     ) -> list[JobRef]:
         """Queued unkeyed jobs of ``priority`` due by ``now`` with ids above ``after``,
-        oldest id first."""
+        oldest id first, none of a type in ``exclude`` (types held back)."""
 
     async def load_delayed(
         self, shards: Collection[int] | None, now: int, limit: int
@@ -340,13 +417,24 @@ class Driver(Protocol):
         """Queued jobs of ``key``, in submit (id) order."""
 
     async def advance(
-        self, outcomes: Sequence[Outcome], start: Sequence[int], owner: str, now: int
+        self,
+        outcomes: Sequence[Outcome],
+        start: Sequence[int],
+        owner: str,
+        now: int,
+        limited: Collection[str] = (),
     ) -> Advanced:
         """One step of a runner, in one transaction: write ``outcomes``, each only if
         ``owner`` still runs that attempt (a ``failed`` one also inserts a dead letter), and
         move the queued jobs among ``start`` to processing under ``owner``. ``start`` names
         no job whose outcome is among ``outcomes`` (a step never starts the job it
         finishes: the runner places a retried job only once its outcome is written).
+
+        The starts of the types in ``limited`` are admitted against their stored controls
+        first, cluster-wide and in ``start``'s order: none while the type is paused or
+        throttled, at most its concurrency less the jobs holding its slots, at most its
+        rate's whole tokens (which they use up). The refused stay queued and their types
+        are in ``Advanced.held``. Types not in ``limited`` are not looked up.
 
         Either part may be empty. Finished jobs are announced to waiting processes.
         """

@@ -73,7 +73,7 @@ class Outcomes:
             self._instruments.finished(job, outcome.kind)
             if outcome.kind in ("retry", "snooze"):
                 run_at = outcome.run_at if outcome.run_at is not None else outcome.at
-                retry_ref = JobRef(job.id, job.priority, run_at, job.key, job.shard)
+                retry_ref = JobRef(job.id, job.priority, run_at, job.key, job.shard, job.type)
         backlog = self._backlog
         moved = owned is not None and job.shard not in owned
         if moved:

@@ -260,7 +260,7 @@ class Scheduler:
             if armed is not None:
                 armed.last_job_id = job_id
             if not duplicate:
-                fresh.append(JobRef(job.id, job.priority, job.run_at, job.key, job.shard))
+                fresh.append(JobRef(job.id, job.priority, job.run_at, job.key, job.shard, job.type))
                 self._metrics.enqueued.labels(job.type, PRIORITIES[job.priority]).inc()
         return fresh
 

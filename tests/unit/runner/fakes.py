@@ -106,10 +106,16 @@ class FakeDriver:
 
 
 def ref(
-    i: int, *, key: str | None = None, priority: int = 2, run_at: int = 0, shard: int = 0
+    i: int,
+    *,
+    key: str | None = None,
+    priority: int = 2,
+    run_at: int = 0,
+    shard: int = 0,
+    type: str = "t",
 ) -> JobRef:
     """A queued job's ref."""
-    return JobRef(i, priority, run_at, key, shard)
+    return JobRef(i, priority, run_at, key, shard, type)
 
 
 class AllShards:

@@ -273,7 +273,7 @@ class PostgresDriver:
             locks = self._locks
             owned = locks.owned() if locks is not None else None
             ids = []
-            for job_id, shard, priority, run_at, key in json.loads(body):
+            for job_id, shard, priority, run_at, key, job_type in json.loads(body):
                 if job_id in self._own:
                     self._own.discard(job_id)
                     continue
@@ -281,7 +281,7 @@ class PostgresDriver:
                     continue
                 if len(self._heard) >= _MAX_TRACKED:
                     self._heard.clear()
-                self._heard[job_id] = JobRef(job_id, priority, run_at, key, shard)
+                self._heard[job_id] = JobRef(job_id, priority, run_at, key, shard, job_type)
                 ids.append(job_id)
             if ids:
                 handler("submitted", ids)

@@ -19,14 +19,14 @@ _MAX_CHUNKS = 8
 
 def submitted_payloads(jobs: Sequence[NewJob]) -> list[str]:
     """The notifications announcing ``jobs``: each carries what the owner needs to schedule
-    them (``s[[id, shard, priority, run_at, key], ...]``, under 8000 bytes), or a single
+    them (``s[[id, shard, priority, run_at, key, type], ...]``, under 8000 bytes), or a single
     ``r`` (rescan) when a batch would need too many."""
     out: list[str] = []
     parts: list[str] = []
     size = 1
     for j in jobs:
         key = "null" if j.key is None else json.dumps(j.key)
-        item = f"[{j.id},{j.shard},{j.priority},{j.run_at},{key}]"
+        item = f"[{j.id},{j.shard},{j.priority},{j.run_at},{key},{json.dumps(j.type)}]"
         n = len(item.encode()) + 1
         if parts and size + n + 1 > _PAYLOAD_BYTES:
             out.append("s[" + ",".join(parts) + "]")

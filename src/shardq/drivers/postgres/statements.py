@@ -15,10 +15,10 @@ from ..base import NewJob
 #: The channel every job notification goes to.
 CHANNEL = "shardq_jobs"
 
-REF = "id, priority, run_at, key, shard"
+REF = "id, priority, run_at, key, shard, type"
 # Queued jobs are found through job_queue (which also holds the processing ones).
 QUEUED = (
-    "SELECT q.id, q.priority, q.run_at, q.key, q.shard FROM job_queue q"
+    "SELECT q.id, q.priority, q.run_at, q.key, q.shard, j.type FROM job_queue q"
     " JOIN jobs j ON j.id = q.id WHERE j.state = 'queued'"
 )
 STARTED = (

@@ -57,7 +57,7 @@ _CHECKPOINT_EVERY = 64
 _RESTART_FRAMES = 16_384
 #: Frames left for the checkpoint that holds commits off (see ``SQLiteDriver._checkpoint``).
 _TAIL_FRAMES = 256
-_REF = "id, priority, run_at, key, shard"
+_REF = "id, priority, run_at, key, shard, type"
 #: Errors saying SQLite refused what it was given (see ``SQLiteDriver.unreachable``).
 _REFUSED = (ValueError, TypeError, OverflowError, sqlite3.DataError, sqlite3.IntegrityError,
             sqlite3.InterfaceError)  # fmt: skip
