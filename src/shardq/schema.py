@@ -1,4 +1,4 @@
-"""What crosses the HTTP API, declared once: the submit requests and every response body.
+"""What crosses the HTTP API, declared once: every request and response body.
 
 Request bodies are decoded straight into these types (msgspec), and the OpenAPI components
 are generated from them (:func:`components`). A type states the wire format (JSON types,
@@ -21,6 +21,7 @@ import msgspec
 
 from ._internal.validation import MAX_ATTEMPTS, MAX_NAME, MAX_SECONDS
 from .models import Duration, HistoryStatus, JobPayload, Priority, Status
+from .schedules import Misfire, Overlap
 
 __all__ = [
     "MAX_BATCH",
@@ -28,6 +29,8 @@ __all__ = [
     "BadJson",
     "BatchRequest",
     "NewJob",
+    "PauseRequest",
+    "ScheduleRequest",
     "SubmitRequest",
     "WrongShape",
     "components",
@@ -135,6 +138,47 @@ class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
 
     jobs: Annotated[list[NewJob], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
     delay: Delay = 0.0
+
+
+class ScheduleRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A schedule to add, or the new version of the schedule of that name: exactly one of
+    ``cron`` and ``every``."""
+
+    name: Name
+    job_type: Name
+    cron: (
+        Annotated[str, msgspec.Meta(description="5 fields, or 6 with seconds first")]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    every: (
+        Annotated[
+            float,
+            _rule(
+                "seconds between ticks (a whole number of milliseconds once rounded); ticks"
+                " fall on its multiples since the Unix epoch",
+                exclusiveMinimum=0.0005,
+                maximum=_MAX_S,
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    payload: Annotated[
+        Any, msgspec.Meta(description="the payload of each tick's job (default {})")
+    ] = None
+    tz: Annotated[
+        str, msgspec.Meta(description="the IANA time zone whose wall clock cron is read on")
+    ] = "UTC"
+    misfire: Misfire = "latest"
+    overlap: Overlap = "allow"
+    priority: Priority = "normal"
+    key: Name | None = None
+
+
+class PauseRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What to pause or resume: a job type or a key (exactly one)."""
+
+    job_type: Name | msgspec.UnsetType = msgspec.UNSET
+    key: Name | msgspec.UnsetType = msgspec.UNSET
 
 
 # -- responses ---------------------------------------------------------------------------
@@ -392,6 +436,49 @@ class Runners(_Body):
     note: str
 
 
+class Schedule(_Body):
+    """A stored schedule: its spec, whether it is paused or declared in code, and its
+    ticks (the first not yet handled, and the last that submitted a job)."""
+
+    name: str
+    job_type: str
+    cron: str | None
+    every: Annotated[float | None, msgspec.Meta(description="seconds between ticks")]
+    tz: str
+    payload: Annotated[Any, msgspec.Meta(description="any JSON value")]
+    priority: Priority
+    misfire: Misfire
+    overlap: Overlap
+    key: str | None
+    paused: bool
+    declared: Annotated[bool, msgspec.Meta(description="declared in code (@jobs.cron/every)")]
+    next_tick: Time | None
+    last_tick: Time | None
+    last_job_id: Annotated[str | None, msgspec.Meta(description="the job of last_tick")]
+
+
+class Schedules(_Body):
+    """Every schedule, by name."""
+
+    schedules: list[Schedule]
+
+
+class SchedulePaused(_Body):
+    """A schedule and whether it is paused now."""
+
+    name: str
+    paused: bool
+
+
+class Paused(_Body):
+    """What is paused: job types and keys (their jobs wait, queued) and schedules (their
+    ticks are not fired)."""
+
+    job_types: list[str]
+    keys: list[str]
+    schedules: list[str]
+
+
 class Health(_Body, omit_defaults=True):
     """Whether the service can do its work."""
 
@@ -416,6 +503,12 @@ BODIES: tuple[type[msgspec.Struct], ...] = (
     ReplayMany,
     Stats,
     Runners,
+    ScheduleRequest,
+    PauseRequest,
+    Schedules,
+    Schedule,
+    SchedulePaused,
+    Paused,
     Health,
     Error,
 )

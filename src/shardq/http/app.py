@@ -31,6 +31,7 @@ from .inputs import ApiError, Query, as_object, invalid, only, path_id, require_
 from .live import LiveFeed
 from .openapi import build_spec
 from .runners import cluster_json
+from .schedules import ScheduleEndpoints, schedule_routes
 from .security import API_CSP, DASHBOARD_CSP, LOOPBACK_HOSTS, Guard, Tokens, normalize_host
 from .wire import JsonResponse, parse_body
 
@@ -323,7 +324,7 @@ class _Api:
 
     async def asset(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in ("app.js", "style.css", "chart.js"):
+        if name not in ("app.js", "style.css", "chart.js", "operate.js"):
             raise ApiError(404, "NotFound", f"no asset named {name!r}")
         return _static_file(name)
 
@@ -431,6 +432,7 @@ def create_app(
         Route("/api/stats", r(api.stats), methods=["GET"]),
         Route("/api/runners", r(api.runners), methods=["GET"]),
         Route("/api/events", r(api.events), methods=["GET"]),
+        *schedule_routes(ScheduleEndpoints(jobs, api), r, w),
     ]
 
     @contextlib.asynccontextmanager

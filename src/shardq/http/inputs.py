@@ -12,6 +12,9 @@ from typing import Any
 
 from starlette.requests import Request
 
+from .._internal.validation import check_name
+from ..errors import JobError
+
 MAX_ID = 2**63 - 1
 #: Unix seconds as a query parameter: a plain decimal number below 10^11.
 UNIX_SECONDS_PATTERN = r"^[0-9]{1,11}(\.[0-9]+)?$"
@@ -71,6 +74,16 @@ def path_id(request: Request, name: str) -> str:
     if not is_id(value):
         raise ApiError(404, "NotFound", f"no job or dead letter has id {value!r}")
     return value
+
+
+def path_name(request: Request, name: str) -> str:
+    """The schedule name in the path parameter ``name``; NotFound when it cannot be one (a
+    name is a non-blank string of at most 255 characters, valid Unicode, without NUL)."""
+    value: str = request.path_params[name]
+    try:
+        return check_name("schedule name", value)
+    except JobError:
+        raise ApiError(404, "NotFound", f"no schedule named {value[:80]!r}") from None
 
 
 def rfc3339_seconds(text: str) -> float | None:

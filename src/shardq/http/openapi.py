@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import __version__
 from ..models import PRIORITIES, STATUSES
-from ..schema import MAX_BATCH, components
+from ..schema import MAX_BATCH, NAME_PATTERN, components
 from .inputs import FLAG_VALUES, UNIX_SECONDS_PATTERN
 
 _ID = {"type": "string", "pattern": "^[0-9]{1,19}$", "description": "a decimal Snowflake id"}
@@ -36,12 +36,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+def _errors(*codes: int, missing: str = "no such job or dead letter") -> dict[str, Any]:
     texts = {
         400: "invalid input (malformed JSON, wrong types, unknown fields or parameters),"
         " or a host name the server does not answer to",
         401: "missing or invalid bearer token",
-        404: "no such job or dead letter",
+        404: missing,
         409: "the job has finished, or the dead letter was already replayed",
         413: "request body over the size limit",
         415: "request body is not JSON",
@@ -89,9 +89,111 @@ def _before(what: str) -> dict[str, Any]:
 
 _JOB_ID = _param("job_id", "path", _ID, "a job id")
 _DLQ_ID = _param("dlq_id", "path", _ID, "a dead-letter id")
+_SCHEDULE = _param(
+    "name",
+    "path",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NAME_PATTERN},
+    "a schedule's name (a slash in it is sent as %2F)",
+)
+_NO_SCHEDULE = "no schedule of that name"
 _BODY_OPTIONAL = {
     "required": False,
     "content": {"application/json": {"schema": {"type": "object", "maxProperties": 0}}},
+}
+
+
+def _one_of(body: str, fields: tuple[str, str], description: str) -> dict[str, Any]:
+    """A required request body of the type ``body`` that gives exactly one of ``fields``."""
+    schema = {"allOf": [_ref(body), {"oneOf": [{"required": [f]} for f in fields]}]}
+    return {
+        "required": True,
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _hold(verb: str, what: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": f"{verb} the jobs of a job type or of a key",
+            "operationId": f"{verb.lower()}Jobs",
+            "description": what,
+            "requestBody": _one_of("PauseRequest", ("job_type", "key"), "exactly one of them"),
+            "responses": {
+                "200": _json(_ref("Paused"), "what is paused now"),
+                **_errors(*_WRITE),
+            },
+        }
+    }
+
+
+def _hold_schedule(verb: str, what: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": f"{verb} a schedule",
+            "operationId": f"{verb.lower()}Schedule",
+            "description": what,
+            "parameters": [_SCHEDULE],
+            "requestBody": _BODY_OPTIONAL,
+            "responses": {
+                "200": _json(_ref("SchedulePaused"), "done"),
+                **_errors(*_WRITE, 404, missing=_NO_SCHEDULE),
+            },
+        }
+    }
+
+
+_SCHEDULE_PATHS: dict[str, Any] = {
+    "/api/schedules": {
+        "get": {
+            "summary": "Every schedule: spec, paused, next tick, last tick and its job",
+            "operationId": "listSchedules",
+            "responses": {
+                "200": _json(_ref("Schedules"), "every schedule, by name"),
+                **_errors(400, 401),
+            },
+        },
+        "post": {
+            "summary": "Add a schedule, or change the one of that name",
+            "operationId": "putSchedule",
+            "description": (
+                "Its owner hears of it at once; a schedule whose timing changed ticks on from"
+                " now. An invalid cron expression, an unknown time zone, every <= 0, or both"
+                " or neither of cron and every is a 400. " + _STRINGS
+            ),
+            "requestBody": _one_of("ScheduleRequest", ("cron", "every"), "exactly one of them"),
+            "responses": {
+                "200": _json(_ref("Schedule"), "the schedule as stored"),
+                **_errors(*_WRITE),
+            },
+        },
+    },
+    "/api/schedules/{name}": {
+        "delete": {
+            "summary": "Remove a schedule (the jobs it submitted stay)",
+            "operationId": "removeSchedule",
+            "parameters": [_SCHEDULE],
+            "responses": {
+                "204": {"description": "removed"},
+                **_errors(400, 401, 404, missing=_NO_SCHEDULE),
+            },
+        }
+    },
+    "/api/schedules/{name}/pause": _hold_schedule(
+        "Pause", "Its ticks are not fired until it is resumed."
+    ),
+    "/api/schedules/{name}/resume": _hold_schedule("Resume", "Its ticks are fired again."),
+    "/api/pause": _hold(
+        "Pause", "Their jobs stay queued, and are not started, until they are resumed."
+    ),
+    "/api/resume": _hold("Resume", "Their queued jobs start again."),
+    "/api/paused": {
+        "get": {
+            "summary": "What is paused: job types, keys and schedules",
+            "operationId": "paused",
+            "responses": {"200": _json(_ref("Paused"), "what is paused"), **_errors(400, 401)},
+        }
+    },
 }
 
 _PATHS: dict[str, Any] = {
@@ -298,14 +400,15 @@ def build_spec() -> dict[str, Any]:
                 "title": "shardq",
                 "version": __version__,
                 "description": (
-                    "Submit, inspect, cancel and replay jobs. Every operation but /healthz"
+                    "Submit, inspect, cancel and replay jobs; manage schedules; pause and"
+                    " resume job types, keys and schedules. Every operation but /healthz"
                     " needs 'Authorization: Bearer <SHARDQ_API_TOKEN>' (/metrics also takes"
                     " the metrics token), and only configured host names are served. Bodies"
                     " are JSON only: UTF-8, no repeated keys, no NaN or Infinity."
                     ' Every error is {"error": {"reason": ..., "message": ...}}.'
                 ),
             },
-            "paths": _PATHS,
+            "paths": {**_PATHS, **_SCHEDULE_PATHS},
             "security": [{"bearer": []}],
             "components": {
                 "schemas": components(),
