@@ -65,7 +65,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from . import commands, demo, worker
+    from . import commands, demo, schedules, worker
 
     parser = Parser(
         prog="shardq",
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo.register(sub)
     commands.register(sub)
+    schedules.register(sub)
     worker.register(sub)
     for register in _extensions():
         register(sub)
