@@ -103,7 +103,8 @@ def announced(finished: str) -> str:
 # An outcome's entry: a retry shows as queued again, and only a failure carries its error.
 HISTORY_OUTCOME = appended(
     "j.history",
-    "CASE o.kind WHEN 'retry' THEN 'queued' WHEN 'snooze' THEN 'snoozed' ELSE o.kind END",
+    "CASE o.kind WHEN 'retry' THEN 'queued' WHEN 'snooze' THEN 'snoozed'"
+    " WHEN 'throttle' THEN 'throttled' ELSE o.kind END",
     "o.at",
     "CASE o.kind WHEN 'complete' THEN NULL ELSE o.error END",
 )
@@ -129,8 +130,11 @@ START = (
 # announced in chunks of ids. The fence names no state on purpose: the planner would then
 # scan the processing index and join the outcomes to it in a nested loop (quadratic in
 # the batch, 3 ms of a 5 ms step at 64 jobs); by id it looks each job up once. A finished
-# job leaves job_queue; a retried or snoozed one moves there to its new run_at (a snooze
-# gives its attempt back: the job runs again under the same attempt number).
+# job leaves job_queue; a retried, snoozed or throttled one moves there to its new run_at
+# (a snooze or a throttle gives its attempt back: the job runs again under the same attempt
+# number).
+_PUT_OFF = "('snooze', 'throttle')"
+_AGAIN = "('retry', 'snooze', 'throttle')"
 FINISH_CTES = f"""
 o AS (
     SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bigint[], $6::text[],
@@ -138,13 +142,13 @@ o AS (
         AS o(id, attempt, kind, at, result, error, reason, run_at, dlq_id)
 ), upd AS (
     UPDATE jobs j SET
-        state = CASE WHEN o.kind IN ('retry', 'snooze') THEN 'queued' ELSE o.kind END,
+        state = CASE WHEN o.kind IN {_AGAIN} THEN 'queued' ELSE o.kind END,
         result = CASE o.kind WHEN 'complete' THEN o.result ELSE j.result END,
-        error = CASE o.kind WHEN 'complete' THEN NULL WHEN 'snooze' THEN j.error
+        error = CASE WHEN o.kind = 'complete' THEN NULL WHEN o.kind IN {_PUT_OFF} THEN j.error
                 ELSE o.error END,
-        run_at = CASE WHEN o.kind IN ('retry', 'snooze') THEN o.run_at ELSE j.run_at END,
-        finished_at = CASE WHEN o.kind IN ('retry', 'snooze') THEN j.finished_at ELSE o.at END,
-        attempts = CASE o.kind WHEN 'snooze' THEN j.attempts - 1 ELSE j.attempts END,
+        run_at = CASE WHEN o.kind IN {_AGAIN} THEN o.run_at ELSE j.run_at END,
+        finished_at = CASE WHEN o.kind IN {_AGAIN} THEN j.finished_at ELSE o.at END,
+        attempts = CASE WHEN o.kind IN {_PUT_OFF} THEN j.attempts - 1 ELSE j.attempts END,
         updated_at = o.at,
         owner = NULL,
         history = {HISTORY_OUTCOME}
@@ -154,17 +158,17 @@ o AS (
               j.key, j.attempts, j.max_attempts, j.created_at, o.run_at
 ), done AS (
     DELETE FROM job_queue q USING upd
-    WHERE q.id = upd.id AND upd.kind NOT IN ('retry', 'snooze')
+    WHERE q.id = upd.id AND upd.kind NOT IN {_AGAIN}
 ), again AS (
     UPDATE job_queue q SET run_at = upd.run_at FROM upd
-    WHERE q.id = upd.id AND upd.kind IN ('retry', 'snooze')
+    WHERE q.id = upd.id AND upd.kind IN {_AGAIN}
 ), dlq AS (
     INSERT INTO job_dlq (id, job_id, type, payload, priority, key, reason, error, attempts,
                          max_attempts, created_at, failed_at)
     SELECT dlq_id, id, type, payload, priority, key, reason, error, attempts, max_attempts,
            created_at, at
     FROM upd WHERE kind = 'failed'
-), {announced("upd WHERE kind NOT IN ('retry', 'snooze')")}"""
+), {announced(f"upd WHERE kind NOT IN {_AGAIN}")}"""
 # The same for a batch of completions only (what a healthy runner writes nearly always):
 # four arrays instead of nine, no per-row CASE, no retry, no dead letter. The nine arrays
 # cost the client more to encode, and the server more to unnest, than these rows cost to

@@ -41,7 +41,7 @@ from ..base import (
     job_refs,
 )
 from .inserts import INSERT, CommitWatch, check_connection, insert_args, insert_rows
-from .outcomes import APPEND, finish
+from .outcomes import APPEND, PUT_OFF, finish
 from .schedules import SQLiteSchedules
 from .wake import Announcer, Listener, RunnerLock, socket_path, watcher_path
 
@@ -428,7 +428,7 @@ class SQLiteDriver:
 
         done = await self._tx(run, rows=len(outcomes) + len(ids))
         if self._watchers and done.written:
-            finished = {o.id for o in outcomes if o.kind != "retry"}
+            finished = {o.id for o in outcomes if o.kind != "retry" and o.kind not in PUT_OFF}
             self._tell_watchers([i for i in done.written if i in finished])
         return done
 

@@ -14,6 +14,8 @@ from ..base import Outcome
 APPENDED = "substr(history, 1, length(history) - 1) || ',' || json_array({}, {}, {}) || ']'"
 APPEND = "history = " + APPENDED.format("?", "?", "?")
 FENCE = "WHERE id = ? AND state = 'processing' AND owner = ? AND attempts = ?"
+#: The outcomes that put a job off without using its attempt, and their history entries.
+PUT_OFF = {"snooze": "snoozed", "throttle": "throttled"}
 #: Complete many jobs at once from a JSON array of [id, attempt, result, at], fenced per job.
 COMPLETE = (
     "UPDATE jobs SET state = 'complete', result = v.result, error = NULL,"
@@ -46,12 +48,12 @@ def finish(c: sqlite3.Connection, outcomes: Sequence[Outcome], owner: str) -> li
                 f" owner = NULL, {APPEND} {FENCE}",
                 (o.run_at, o.error, o.at, "queued", o.at, o.error, *fence),
             )
-        elif o.kind == "snooze":
+        elif o.kind in PUT_OFF:
             # The attempt is given back: the job runs again under the same number.
             cur = c.execute(
                 "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?,"
                 f" attempts = attempts - 1, owner = NULL, {APPEND} {FENCE}",
-                (o.run_at, o.at, "snoozed", o.at, o.error, *fence),
+                (o.run_at, o.at, PUT_OFF[o.kind], o.at, o.error, *fence),
             )
         else:
             cur = c.execute(
