@@ -1,13 +1,27 @@
-"""Helpers shared by the SQL drivers: migration files and row decoding."""
+"""Helpers shared by the SQL drivers: migration files, row decoding, and the arithmetic of
+flow control (a type's admission against its stored controls)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import math
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from .base import DeadLetterRecord, FiredTick, JobFilter, JobRecord, ScheduleRecord
+from .base import (
+    DeadLetterRecord,
+    FiredTick,
+    JobFilter,
+    JobRecord,
+    LimitRecord,
+    LimitUsage,
+    RateSpec,
+    ScheduleRecord,
+    StartedJob,
+)
 
 JOB_COLUMNS = (
     "id, type, payload, priority, state, key, shard, dedupe_key, max_attempts, attempts, "
@@ -143,3 +157,176 @@ def fired_rows(
                 tick, job_id = t.tick, t.job_id
         latest[t.name] = (name, through, tick, job_id)
     return sorted(latest.values()), jobs
+
+
+#: The columns of ``shardq_controls`` that ``ControlStore.put_limits`` writes, in the order
+#: of ``limit_values``; ``limit_record`` reads them, then ``paused`` and ``throttled_until``.
+LIMIT_SPEC = (
+    "type",
+    "concurrency",
+    "key_concurrency",
+    "rate_count",
+    "rate_per",
+    "rate_burst",
+    "key_rate_count",
+    "key_rate_per",
+    "key_rate_burst",
+)
+LIMIT_COLUMNS = ", ".join((*LIMIT_SPEC, "paused", "throttled_until"))
+#: What an admission reads of a type's controls, in the order of ``gate``'s row.
+GATE_COLUMNS = (
+    "type, concurrency, rate_count, rate_per, rate_burst, paused, throttled_until, tokens,"
+    " tokens_at"
+)
+# Tokens are fractions: a bucket refilled to 0.9999999 by rounding holds a whole token, and
+# a wait computed as 100.0000001 ms is 100 ms.
+_ROUNDING = 1e-9
+_ROUNDING_MS = 1e-6
+
+
+def _rate(count: int | None, per: float | None, burst: int | None) -> RateSpec | None:
+    return None if count is None or per is None else RateSpec(count, per, burst or 0)
+
+
+def limit_record(row: Any) -> LimitRecord:
+    """A LimitRecord from a row selected with LIMIT_COLUMNS."""
+    return LimitRecord(
+        job_type=row[0],
+        concurrency=row[1],
+        key_concurrency=row[2],
+        rate=_rate(row[3], row[4], row[5]),
+        key_rate=_rate(row[6], row[7], row[8]),
+        paused=bool(row[9]),
+        throttled_until=row[10],
+    )
+
+
+def limit_values(r: LimitRecord) -> tuple[Any, ...]:
+    """The values of ``r`` in the order of LIMIT_SPEC."""
+    rate, key_rate = r.rate, r.key_rate
+    return (
+        r.job_type,
+        r.concurrency,
+        r.key_concurrency,
+        *((None, None, None) if rate is None else (rate.count, rate.per, rate.burst)),
+        *((None, None, None) if key_rate is None else (key_rate.count, key_rate.per,
+                                                       key_rate.burst)),
+    )  # fmt: skip
+
+
+def latest_limits(records: Iterable[LimitRecord]) -> list[LimitRecord]:
+    """``records`` by type, the last of each type only."""
+    return sorted({r.job_type: r for r in records}.values(), key=lambda r: r.job_type)
+
+
+def refill(rate: RateSpec, tokens: float, tokens_at: int, now: int) -> tuple[float, int]:
+    """A rate's bucket as of ``now``: its tokens (at most ``burst + 1``) and the time they are
+    counted at. A ``now`` behind ``tokens_at`` (the runners' clocks differ) adds nothing."""
+    at = max(now, tokens_at)
+    return min(rate.burst + 1.0, tokens + (at - tokens_at) * rate.count / (rate.per * 1000)), at
+
+
+@dataclass(slots=True)
+class Gate:
+    """A limited type's stored controls as an admission reads them (its row locked), and
+    the jobs holding its slots now (``running``)."""
+
+    type: str
+    concurrency: int | None
+    rate: RateSpec | None
+    paused: bool
+    throttled_until: int | None
+    tokens: float | None
+    tokens_at: int | None
+    running: int = 0
+
+    def bucket(self, rate: RateSpec, now: int) -> tuple[float, int]:
+        """The tokens of the type's ``rate`` as of ``now`` and the time they are counted
+        at (a rate without a stored bucket is full)."""
+        if self.tokens is None or self.tokens_at is None:
+            return rate.burst + 1.0, now
+        return refill(rate, self.tokens, self.tokens_at, now)
+
+    def allowance(self, wanted: int, now: int) -> tuple[int, int | None]:
+        """How many of ``wanted`` starts may go now and, if not all, when to ask again:
+        the latest time among the limits that refuse the rest (0: when a slot frees or
+        the type is resumed)."""
+        caps: list[tuple[int, int]] = []
+        if self.paused:
+            caps.append((0, 0))
+        if self.throttled_until is not None and self.throttled_until > now:
+            caps.append((0, self.throttled_until))
+        if self.concurrency is not None:
+            caps.append((max(0, self.concurrency - self.running), 0))
+        if (rate := self.rate) is not None:
+            tokens, at = self.bucket(rate, now)
+            whole = math.floor(tokens + _ROUNDING)
+            # The next whole token, once ``whole`` of them are used.
+            wait = (whole + 1 - tokens) * rate.per * 1000 / rate.count
+            caps.append((whole, at + math.ceil(wait - _ROUNDING_MS)))
+        allowed = min([wanted, *(cap for cap, _ in caps)])
+        if allowed == wanted:
+            return wanted, None
+        return allowed, max(until for cap, until in caps if cap == allowed)
+
+
+def usage(g: Gate, running: int, now: int) -> LimitUsage:
+    """What the type of ``g`` uses as of ``now``: ``running`` jobs in its slots, and its
+    rate's tokens."""
+    return LimitUsage(running, None if g.rate is None else g.bucket(g.rate, now)[0])
+
+
+def gate(row: Any) -> Gate:
+    """A Gate from a row selected with GATE_COLUMNS."""
+    return Gate(row[0], row[1], _rate(row[2], row[3], row[4]), bool(row[5]), *row[6:9])
+
+
+@dataclass(slots=True)
+class Admission:
+    """What an admission decided: the ids to start (``start`` less the refused), and for
+    each type some of whose starts were refused, when to ask again. ``gates`` are the
+    controls it read as of ``now``; ``settle`` charges the starts to them."""
+
+    start: list[int]
+    held: dict[str, int]
+    gates: dict[str, Gate]
+    now: int
+
+    def settle(
+        self, started: Iterable[StartedJob]
+    ) -> tuple[list[tuple[str, float, int]], list[tuple[int, str]]]:
+        """What the jobs ``started`` under this admission hold: each rate's bucket less a
+        token per start (type, tokens, tokens_at), and a slot (job id, type) for each job
+        of a type with a concurrency limit."""
+        started = [s for s in started if s.type in self.gates]
+        used = Counter(s.type for s in started)
+        buckets = []
+        for job_type, n in sorted(used.items()):
+            rate = self.gates[job_type].rate
+            if rate is not None:
+                tokens, at = self.gates[job_type].bucket(rate, self.now)
+                buckets.append((job_type, tokens - n, at))
+        slots = [(s.id, s.type) for s in started if self.gates[s.type].concurrency is not None]
+        return buckets, slots
+
+
+def admit(
+    start: Sequence[int], candidates: Iterable[tuple[int, str]], gates: Collection[Gate], now: int
+) -> Admission:
+    """Admit the starts among ``start`` (in its order) against ``gates``. ``candidates``
+    are the (id, type) of the queued jobs among ``start`` of the limited types; those of a
+    type without a gate, and every other id, are admitted."""
+    by_gate = {g.type: g for g in gates}
+    order = {job_id: n for n, job_id in enumerate(start)}
+    waiting: dict[str, list[int]] = {}
+    for job_id, job_type in sorted(candidates, key=lambda c: order[c[0]]):
+        if job_type in by_gate:
+            waiting.setdefault(job_type, []).append(job_id)
+    refused: set[int] = set()
+    held: dict[str, int] = {}
+    for job_type, job_ids in waiting.items():
+        allowed, until = by_gate[job_type].allowance(len(job_ids), now)
+        if until is not None:
+            refused.update(job_ids[allowed:])
+            held[job_type] = until
+    return Admission([i for i in start if i not in refused], held, by_gate, now)

@@ -41,36 +41,33 @@ from ..base import (
     Outcome,
     Ownership,
     ReplayResult,
-    StartedJob,
     job_refs,
 )
+from .controls import PostgresControls, admit_starts, settle_starts
 from .inserts import DEDUPE_TRIES, insert_dedupe, insert_within, plain_insert
 from .notifier import Notifier
 from .payloads import submitted_payloads
 from .schedules import PostgresSchedules
 from .shard_locks import ShardLocks
 from .statements import (
-    ADVANCE,
-    ADVANCE_COMPLETE,
     CHANNEL,
-    FINISH,
-    FINISH_COMPLETE,
     HISTORY_CANCELLED,
     INSERT_PLAIN,
     NOTIFY,
     QUEUED,
     REF,
-    START,
     append,
     new_job_arrays,
 )
+from .steps import step
 
 log = logging.getLogger("shardq.postgres")
 
 #: Advisory lock key (with the xact lock's second key 0) that serialises migrations.
 _MIGRATION_LOCK = 0x53514D47  # "SQMG"
-#: Notifications whose body is a JSON array of ids (jobs, or shards for "schedules").
-_LISTED: dict[str, EventKind] = {"f": "finished", "c": "cancel", "t": "schedules"}
+#: Notifications whose body is a JSON array of ids (jobs, or shards for "schedules"; none
+#: for "controls").
+_LISTED: dict[str, EventKind] = {"f": "finished", "c": "cancel", "t": "schedules", "l": "controls"}
 #: Bounds of the in-memory bookkeeping of notifications.
 _MAX_TRACKED = 100_000
 #: Jobs inserted (beyond the table's size at the last analysis) before it is analysed again.
@@ -142,6 +139,7 @@ class PostgresDriver:
         self._inserted = 0
         self._analysing: asyncio.Task[None] | None = None
         self.schedules = PostgresSchedules(lambda: self.pool)
+        self.controls = PostgresControls(lambda: self.pool)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -380,7 +378,13 @@ class PostgresDriver:
         return out
 
     async def load_ready(
-        self, shards: Collection[int] | None, priority: int, now: int, limit: int, after: int = 0
+        self,
+        shards: Collection[int] | None,
+        priority: int,
+        now: int,
+        limit: int,
+        after: int = 0,
+        exclude: Collection[str] = (),
     ) -> list[JobRef]:
         if shards is not None and not shards:
             return []
@@ -389,12 +393,13 @@ class PostgresDriver:
         rows = await self.pool.fetch(
             f"{QUEUED} AND q.key IS NULL AND q.priority = $1 AND q.id > $2 AND j.id > $2"
             " AND q.run_at <= $3 AND ($4::int[] IS NULL OR q.shard = ANY($4::int[]))"
-            " ORDER BY q.id LIMIT $5",
+            " AND ($6::text[] IS NULL OR j.type <> ALL($6::text[])) ORDER BY q.id LIMIT $5",
             priority,
             after,
             now,
             None if shards is None else list(shards),
             limit,
+            sorted(exclude) or None,
         )
         return job_refs(rows)
 
@@ -435,49 +440,28 @@ class PostgresDriver:
     # -- runner writes -------------------------------------------------------------------
 
     async def advance(
-        self, outcomes: Sequence[Outcome], start: Sequence[int], owner: str, now: int
+        self,
+        outcomes: Sequence[Outcome],
+        start: Sequence[int],
+        owner: str,
+        now: int,
+        limited: Collection[str] = (),
     ) -> Advanced:
-        if not outcomes:
-            if not start:
-                return Advanced([], [])
-            rows = await self.pool.fetch(START, list(start), owner, now)
-            self._running.update(r[0] for r in rows)
-            return Advanced([], [StartedJob(*r) for r in rows])
-        ids = [o.id for o in outcomes]
-        attempts = [o.attempt for o in outcomes]
-        ats = [o.at for o in outcomes]
-        results = [o.result for o in outcomes]
-        columns: tuple[list[Any], ...]
-        if all(o.kind == "complete" for o in outcomes):
-            finish, advance = FINISH_COMPLETE, ADVANCE_COMPLETE
-            columns = (ids, attempts, ats, results)
+        if limited and start:
+            async with self.pool.acquire() as c, c.transaction():
+                admission = await admit_starts(c, outcomes, start, owner, now, limited)
+                done = await step(c, outcomes, admission.start, owner, now)
+                await settle_starts(c, admission, done.started)
+            done.held = admission.held
         else:
-            finish, advance = FINISH, ADVANCE
-            columns = (
-                ids,
-                attempts,
-                [o.kind for o in outcomes],
-                ats,
-                results,
-                [o.error for o in outcomes],
-                [o.reason for o in outcomes],
-                [o.run_at for o in outcomes],
-                [o.dlq_id for o in outcomes],
-            )
-        if start:
-            rows = await self.pool.fetch(advance, owner, *columns, list(start), now)
-            written = [r[1] for r in rows if r[0] is False]
-            started = [StartedJob(*r[1:]) for r in rows if r[0]]
-        else:
-            rows = await self.pool.fetch(finish, owner, *columns)
-            written = [r[0] for r in rows if r[0] is not None]
-            started = []
-        # Every outcome ends its attempt, written or fenced off.
-        self._running.difference_update(o.id for o in outcomes)
-        self._running.update(s.id for s in started)
-        if self._locks is not None:
-            self._locks.jobs_finished()
-        return Advanced(written, started)
+            done = await step(self.pool, outcomes, start, owner, now)
+        if outcomes:
+            # Every outcome ends its attempt, written or fenced off.
+            self._running.difference_update(o.id for o in outcomes)
+            if self._locks is not None:
+                self._locks.jobs_finished()
+        self._running.update(s.id for s in done.started)
+        return done
 
     async def recover(
         self, shards: Collection[int] | None, now: int, keep_owner: str | None = None

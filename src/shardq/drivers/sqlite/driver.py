@@ -40,6 +40,7 @@ from ..base import (
     StartedJob,
     job_refs,
 )
+from .controls import SQLiteControls, admit_starts, settle_starts
 from .inserts import INSERT, CommitWatch, check_connection, insert_args, insert_rows
 from .outcomes import APPEND, PUT_OFF, finish
 from .schedules import SQLiteSchedules
@@ -116,6 +117,7 @@ class SQLiteDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_watch = CommitWatch(self.path, self._committed_elsewhere)
         self.schedules = SQLiteSchedules(self._tx, self._read, self._announce)
+        self.controls = SQLiteControls(self._tx, self._read, self._announce)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -372,9 +374,18 @@ class SQLiteDriver:
         return await self._read(run)
 
     async def load_ready(
-        self, shards: Collection[int] | None, priority: int, now: int, limit: int, after: int = 0
+        self,
+        shards: Collection[int] | None,
+        priority: int,
+        now: int,
+        limit: int,
+        after: int = 0,
+        exclude: Collection[str] = (),
     ) -> list[JobRef]:
         scope, args = _in_shards(shards, (priority, after, now))
+        if exclude:
+            scope += " AND type NOT IN (SELECT value FROM json_each(?))"
+            args = (*args, json.dumps(sorted(exclude)))
         sql = (
             f"SELECT {_REF} FROM jobs WHERE state = 'queued' AND key IS NULL AND priority = ?"
             f" AND id > ? AND run_at <= ?{scope} ORDER BY id LIMIT ?"
@@ -406,12 +417,17 @@ class SQLiteDriver:
     # -- runner writes -------------------------------------------------------------------
 
     async def advance(
-        self, outcomes: Sequence[Outcome], start: Sequence[int], owner: str, now: int
+        self,
+        outcomes: Sequence[Outcome],
+        start: Sequence[int],
+        owner: str,
+        now: int,
+        limited: Collection[str] = (),
     ) -> Advanced:
-        ids = list(start)
-
         def run(c: sqlite3.Connection) -> Advanced:
             written = finish(c, outcomes, owner) if outcomes else []
+            admission = admit_starts(c, start, now, limited) if limited and start else None
+            ids = list(start) if admission is None else admission.start
             started: list[StartedJob] = []
             for i in range(0, len(ids), _CHUNK):
                 chunk = ids[i : i + _CHUNK]
@@ -424,9 +440,12 @@ class SQLiteDriver:
                     [owner, now, "processing", now, None, *chunk],
                 ).fetchall()
                 started.extend(StartedJob(*r) for r in rows)
-            return Advanced(written, started)
+            if admission is None:
+                return Advanced(written, started)
+            settle_starts(c, admission, started)
+            return Advanced(written, started, admission.held)
 
-        done = await self._tx(run, rows=len(outcomes) + len(ids))
+        done = await self._tx(run, rows=len(outcomes) + len(start))
         if self._watchers and done.written:
             finished = {o.id for o in outcomes if o.kind != "retry" and o.kind not in PUT_OFF}
             self._tell_watchers([i for i in done.written if i in finished])

@@ -108,7 +108,7 @@ def decode(data: bytes) -> tuple[str, list[int], str] | None:
     kind, _, rest = text.partition(" ")
     if kind == "watch":
         return (kind, [], rest) if rest else None
-    if kind not in ("submitted", "cancel", "rescan", "finished", "schedules"):
+    if kind not in ("submitted", "cancel", "rescan", "finished", "schedules", "controls"):
         return None
     try:
         ids = [int(x) for x in rest.split(",")] if rest else []
