@@ -17,8 +17,9 @@ Embedded on SQLite with no set-up, or a cluster of runners on PostgreSQL, with o
 from .clock import Clock, FakeClock, SystemClock
 from .config import Config
 from .context import JobContext, current_job
-from .control import Snooze
+from .control import Snooze, Throttled
 from .errors import JobError, RunnerLockedError
+from .flow import Limit, Paused, Rate
 from .ids import Snowflake
 from .jobs import JobService
 from .models import (
@@ -48,8 +49,11 @@ __all__ = [
     "JobPayload",
     "JobService",
     "JobStatusResponse",
+    "Limit",
+    "Paused",
     "Priority",
     "QueueStats",
+    "Rate",
     "RetryPolicy",
     "RunnerLockedError",
     "Snooze",
@@ -58,6 +62,7 @@ __all__ = [
     "SubmitResult",
     "SystemClock",
     "Task",
+    "Throttled",
     "__version__",
     "current_job",
 ]

@@ -22,3 +22,21 @@ class Snooze(Exception):
             raise ValueError(f"Snooze takes 0..{MAX_SNOOZE:g} seconds, got {seconds!r}")
         super().__init__(f"snoozed for {seconds:g} s")
         self.seconds = float(seconds)
+
+
+class Throttled(Exception):
+    """Raised inside a handler: the service it calls pushed back. The job goes back to
+    ``queued`` due ``retry_after`` seconds from now without using an attempt (its history
+    shows ``throttled``), and holds back its key for that long, or, for a job without a key,
+    every job of its type, cluster-wide.
+    """
+
+    def __init__(self, retry_after: float) -> None:
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int | float):
+            raise TypeError(
+                f"Throttled takes a number of seconds, got {type(retry_after).__name__}"
+            )
+        if not (math.isfinite(retry_after) and 0 <= retry_after <= MAX_SNOOZE):
+            raise ValueError(f"Throttled takes 0..{MAX_SNOOZE:g} seconds, got {retry_after!r}")
+        super().__init__(f"throttled for {retry_after:g} s")
+        self.retry_after = float(retry_after)

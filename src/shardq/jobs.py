@@ -36,9 +36,11 @@ from .clock import SYSTEM_CLOCK, Clock
 from .cluster import ClusterSupport
 from .config import Config
 from .drivers import connect
-from .drivers.base import Driver, EventKind, JobFilter, JobRef, NewJob
+from .drivers.base import Driver, EventKind, JobFilter, JobRef, LimitRecord, NewJob
 from .entity import job_entity
 from .errors import JobError
+from .flow import FlowSupport
+from .handlers import HandlerSupport
 from .ids import Snowflake
 from .models import (
     FINISHED,
@@ -63,7 +65,7 @@ _ENCODE_CHUNK = 250
 __all__ = ["MAX_SECONDS", "JobService"]
 
 
-class JobService(ClusterSupport, ScheduleSupport):
+class JobService(HandlerSupport, ClusterSupport, ScheduleSupport, FlowSupport):
     """A job system on one database: ``sqlite:///file.db`` (embedded) or ``postgresql://…``.
 
     Use it as ``async with JobService(url) as jobs:`` (or ``with`` for synchronous code).
@@ -92,6 +94,8 @@ class JobService(ClusterSupport, ScheduleSupport):
         self.runs_jobs = runner
         self.metrics = Metrics(registry)
         self._handlers: dict[str, Handler] = {}
+        #: Limits given with the handlers, stored when the runner starts.
+        self._declared_limits: dict[str, LimitRecord] = {}
         self._context_vars = list(context_vars)
         #: Where this service reads the time (a ``FakeClock`` in tests).
         self.clock: Clock = clock if clock is not None else SYSTEM_CLOCK
@@ -105,30 +109,6 @@ class JobService(ClusterSupport, ScheduleSupport):
         self._thread: threading.Thread | None = None
         self.runner_id = uuid.uuid4().hex
         self._started = False
-
-    # -- handlers ------------------------------------------------------------------------
-
-    def register_handler(self, job_type: str, fn: Handler) -> None:
-        """Run ``fn(payload)`` for jobs of ``job_type``; async functions are awaited, sync ones
-        run in a thread pool. The return value (JSON) becomes the job's result."""
-        check_name("job type", job_type)
-        if not callable(fn):
-            raise JobError.from_validation(None, f"handler for {job_type!r} is not callable")
-        self._handlers[job_type] = fn
-
-    def handler(self, job_type: str) -> Callable[[F], F]:
-        """Decorator form of ``register_handler``."""
-
-        def register(fn: F) -> F:
-            self.register_handler(job_type, fn)
-            return fn
-
-        return register
-
-    @property
-    def handlers(self) -> dict[str, Handler]:
-        """The registered handlers by job type (a copy)."""
-        return dict(self._handlers)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -169,6 +149,10 @@ class JobService(ClusterSupport, ScheduleSupport):
                 self.clock,
             )
             try:
+                if self._declared_limits:
+                    await driver.controls.put_limits(
+                        list(self._declared_limits.values()), self.clock.now_ms()
+                    )
                 await self._runner.start()
             except BaseException:
                 self._runner = None
@@ -581,7 +565,9 @@ class JobService(ClusterSupport, ScheduleSupport):
             )
         self.metrics.enqueued.labels(record.type, PRIORITIES[record.priority]).inc()
         if self._runner is not None:
-            self._runner.offer([JobRef(job.id, job.priority, job.run_at, job.key, job.shard, job.type)])
+            self._runner.offer(
+                [JobRef(job.id, job.priority, job.run_at, job.key, job.shard, job.type)]
+            )
         return str(job_id)
 
     # -- sync wrappers -------------------------------------------------------------------
@@ -612,6 +598,8 @@ class JobService(ClusterSupport, ScheduleSupport):
         if kind == "finished":
             for i in ids:
                 self._wake_waiters(i)
+            if self._runner is not None:
+                self._runner.on_event(kind, ids)
             return
         if kind == "rescan":
             # Notifications may have been missed: every waiter reads its job's state again.

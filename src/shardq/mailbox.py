@@ -16,18 +16,40 @@ class Mailbox:
     mailbox is ``busy``; a job that is retried goes back to the head, so it keeps its place.
     """
 
-    __slots__ = ("_ids", "_refs", "busy", "capacity", "idle_since", "key", "overflow", "scheduled")
+    __slots__ = (
+        "_ids",
+        "_refs",
+        "capacity",
+        "idle_since",
+        "key",
+        "limit",
+        "overflow",
+        "running",
+        "scheduled",
+    )
 
     def __init__(self, key: str, capacity: int, now: float) -> None:
         self.key = key
         self.capacity = capacity
         self._refs: list[JobRef] = []
         self._ids: list[int] = []
-        self.busy = False
+        #: Jobs of the entity running now, and how many may (its key concurrency).
+        self.running = 0
+        self.limit = 1
         #: The head has been handed to the scheduler and not yet taken back or started.
         self.scheduled = False
         self.overflow = False
         self.idle_since = now
+
+    @property
+    def busy(self) -> bool:
+        """True while a job of the entity runs."""
+        return self.running > 0
+
+    @property
+    def full(self) -> bool:
+        """True while no further job of the entity may start."""
+        return self.running >= self.limit
 
     def __len__(self) -> int:
         return len(self._refs)
@@ -71,9 +93,9 @@ class Mailbox:
         return self._refs[0] if self._refs else None
 
     def take(self) -> JobRef:
-        """Remove the head and mark the mailbox busy with it."""
+        """Remove the head and count it running."""
         self._ids.pop(0)
-        self.busy = True
+        self.running += 1
         self.scheduled = False
         return self._refs.pop(0)
 
@@ -93,8 +115,8 @@ class Mailbox:
         return True
 
     def release(self, now: float) -> None:
-        """The running job is done with."""
-        self.busy = False
+        """A running job is done with."""
+        self.running = max(0, self.running - 1)
         self.idle_since = now
 
     def needs_refill(self) -> bool:

@@ -11,7 +11,9 @@ Status = Literal["queued", "processing", "complete", "failed", "cancelled"]
 Duration = Literal["short", "long"]
 #: What a history entry records: a status entered, or ``snoozed`` (put off by the handler,
 #: queued again without using an attempt).
-HistoryStatus = Literal["queued", "processing", "complete", "failed", "cancelled", "snoozed"]
+HistoryStatus = Literal[
+    "queued", "processing", "complete", "failed", "cancelled", "snoozed", "throttled"
+]
 
 PRIORITIES: tuple[Priority, ...] = get_args(Priority)
 STATUSES: tuple[Status, ...] = get_args(Status)

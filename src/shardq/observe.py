@@ -133,6 +133,17 @@ class Metrics:
         self.snoozed = Counter(
             "shardq_jobs_snoozed", "Attempts that put their job off (Snooze)", labels, registry=r
         )
+        self.throttled = Counter(
+            "shardq_jobs_throttled",
+            "Attempts that backed off their key or type (Throttled)",
+            labels,
+            registry=r,
+        )
+        self.held = Gauge(
+            "shardq_jobs_held",
+            "Queued jobs this runner holds back (paused, at a limit, throttled)",
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "shardq_jobs_dead_lettered", "Jobs moved to the dead-letter table", labels, registry=r
         )

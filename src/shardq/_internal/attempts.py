@@ -24,7 +24,7 @@ from opentelemetry.trace import ProxyTracerProvider
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..context import JobContext, reset_current, set_current
-from ..control import Snooze
+from ..control import Snooze, Throttled
 from ..drivers.base import Outcome, StartedJob
 from ..errors import JobError
 from ..ids import Snowflake
@@ -128,6 +128,16 @@ class AttemptRunner:
             at = self._clock.now_ms()
             outcome = Outcome(
                 job.id, job.attempts, "snooze", at, run_at=at + int(snooze.seconds * 1000)
+            )
+        except Throttled as throttled:
+            at = self._clock.now_ms()
+            outcome = Outcome(
+                job.id,
+                job.attempts,
+                "throttle",
+                at,
+                error=str(throttled),
+                run_at=at + int(throttled.retry_after * 1000),
             )
         except asyncio.CancelledError:
             if attempt.cancel_requested:

@@ -268,6 +268,10 @@ class ScheduleStore(Protocol):
     async def remove(self, name: str) -> bool:
         """Remove a schedule; False if there was none of that name."""
 
+    async def set_paused(self, name: str, paused: bool, now: int) -> bool:
+        """Pause or resume a schedule (a paused one fires no tick); False if there is none
+        of that name."""
+
     async def get(self, name: str) -> ScheduleRecord | None:
         """One schedule, or None."""
 

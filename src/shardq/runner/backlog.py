@@ -15,6 +15,7 @@ from ..clock import Clock
 from ..config import Config
 from ..drivers.base import Driver, JobRef, Ownership
 from ..models import PRIORITIES
+from .gates import Gates
 from .instruments import Instruments
 from .mailboxes import Mailboxes
 from .windows import Windows
@@ -41,9 +42,19 @@ class Backlog:
         self._on_added = on_added
         #: Ids of the jobs in memory (queued here, or being started).
         self.known: set[int] = set()
-        self.windows = Windows(config.ready_window, self.known, driver, clock, wake)
+        self.gates = Gates(driver, clock, wake, self._spill)
+        self.windows = Windows(
+            config.ready_window, self.known, driver, clock, wake, self.gates.excluded
+        )
         self.mailboxes = Mailboxes(
-            config.mailbox_capacity, config.shards, self.known, self.windows, driver, clock, wake
+            config.mailbox_capacity,
+            config.shards,
+            self.known,
+            self.windows,
+            driver,
+            clock,
+            wake,
+            self.gates.key_concurrency,
         )
         # Ids announced by other processes, read in the next step.
         self._pending_ids: set[int] = set()
@@ -99,6 +110,33 @@ class Backlog:
         else:
             self.mailboxes.put_back(ref, now)
 
+    def admits(self, ref: JobRef, now: int) -> bool:
+        """True if the picked ``ref`` may start now; else it is parked until its hold ends
+        (an unkeyed one leaves its window; a keyed one stays its mailbox's head)."""
+        if self.gates.admits(ref, now):
+            return True
+        if ref.key is None:
+            self.windows.taken(ref)
+        return False
+
+    def _spill(self, ref: JobRef) -> None:
+        # A full park leaves the job to storage; the window is read again once it drains.
+        self.known.discard(ref.id)
+        self.windows.overflow[ref.priority] = True
+
+    def unpark(self, now: int) -> bool:
+        """Give the parked jobs whose hold ended their turn again; True if any."""
+        refs, spilled = self.gates.release(now)
+        windows = self.windows
+        for ref in reversed(refs):
+            if ref.key is None:
+                windows.put_back(ref)
+            elif self.mailboxes.is_head(ref):
+                windows.push_head(ref, now)
+        if spilled:
+            windows.mark_ahead()
+        return bool(refs) or spilled
+
     def drop(self, ref: JobRef) -> None:
         """Forget a picked ref whose shard moved away (its next owner reads it)."""
         if ref.key is None:
@@ -108,6 +146,7 @@ class Backlog:
 
     def forget_shards(self, lost: set[int]) -> None:
         """Drop what memory holds of ``lost`` shards."""
+        self.gates.forget_shards(lost, lambda ref: self.known.discard(ref.id))
         self.windows.forget_shards(lost)
         self.mailboxes.forget_shards(lost)
 

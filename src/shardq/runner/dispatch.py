@@ -143,6 +143,9 @@ class Dispatcher:
         if not self.stopping:
             await self._backlog.catch_up(now)
             self._backlog.promote_due(now)
+            if self._backlog.gates.active:
+                self._backlog.unpark(now)
+                self._instruments.held(self._backlog.gates.parked_count())
         batch = self._outcomes.take()
         if batch and self.failed_steps >= _ISOLATE_AFTER:
             # Writing this batch failed more than once: write its outcomes one by one, so
@@ -166,6 +169,10 @@ class Dispatcher:
         if batch or starts:
             await self._advance(batch, starts, now)
         due = self._backlog.windows.next_due()
+        if self._backlog.gates.active:
+            release = self._backlog.gates.next_release()
+            if release is not None:
+                due = release if due is None else min(due, release)
         if due is not None:
             delay = max(0, due - self._clock.now_ms()) / 1000
             self._arm_timer(self._clock.monotonic() + delay)
@@ -176,10 +183,20 @@ class Dispatcher:
         self, batch: list[tuple[Outcome, Attempt]], starts: list[JobRef], now: int
     ) -> None:
         """Write ``batch`` and start ``starts`` in one transaction, then settle and launch."""
+        limited = self._backlog.gates.limited(starts) if starts else frozenset()
         try:
-            done = await self._driver.advance(
-                [o for o, _ in batch], [r.id for r in starts], self._ownership.token, now
-            )
+            if limited:
+                done = await self._driver.advance(
+                    [o for o, _ in batch],
+                    [r.id for r in starts],
+                    self._ownership.token,
+                    now,
+                    limited,
+                )
+            else:
+                done = await self._driver.advance(
+                    [o for o, _ in batch], [r.id for r in starts], self._ownership.token, now
+                )
         except BaseException:
             self._unconfirmed.update(r.id for r in starts)
             self._put_back(starts)
@@ -191,8 +208,10 @@ class Dispatcher:
         owned = self._ownership.owned()
         for outcome, attempt in batch:
             self._outcomes.settle(outcome, attempt, outcome.id in written, settled, owned)
+        if done.held:
+            self._backlog.gates.hold(done.held)
         if starts:
-            self._launch(starts, done.started)
+            self._launch(starts, done.started, done.held)
         self._instruments.running(len(self.running))
         if self._outcomes.pending or (self.free > 0 and any(self._backlog.windows.ready)):
             self._wake.set()
@@ -295,6 +314,7 @@ class Dispatcher:
         ready = windows.ready
         owned = self._ownership.owned()
         reserve = self.free if critical_only else self._reserve
+        gated = self._backlog.gates.active
         while self.free > 0:
             if self.free > reserve:
                 p = self._picker.pick([bool(q) for q in ready])
@@ -307,6 +327,8 @@ class Dispatcher:
             ref = ready[p].popleft()
             if owned is not None and ref.shard not in owned:
                 self._backlog.drop(ref)
+                continue
+            if gated and not self._backlog.admits(ref, now):
                 continue
             if ref.key is None:
                 windows.taken(ref)
@@ -323,8 +345,9 @@ class Dispatcher:
             self.free += 1
             self._backlog.put_back(ref, now)
 
-    def _launch(self, starts: list[JobRef], rows: list[StartedJob]) -> None:
-        """Run the started ``rows`` of the picked ``starts``; release the picks not started."""
+    def _launch(self, starts: list[JobRef], rows: list[StartedJob], held: dict[str, int]) -> None:
+        """Run the started ``rows`` of the picked ``starts``; release the picks not started
+        (those of a ``held`` type stay queued, and are parked at their next pick)."""
         by_id = {row.id: row for row in rows}
         loop = asyncio.get_running_loop()
         self._attempts.check_tracing()
@@ -336,8 +359,12 @@ class Dispatcher:
         for ref in sorted(starts, key=_by_priority):
             row = by_id.get(ref.id)
             if row is None:
-                # Cancelled (or moved) between delivery and start.
-                self._release(ref.id, ref.key)
+                if ref.type in held:
+                    self.free += 1
+                    self._backlog.put_back(ref, now)
+                else:
+                    # Cancelled (or moved) between delivery and start.
+                    self._release(ref.id, ref.key)
                 continue
             self._instruments.started(row, now)
             ctx = JobContext(str(row.id), row.type, row.attempts, row.max_attempts, row.key)

@@ -24,6 +24,7 @@ class Instruments:
             "complete": metrics.completed,
             "retry": metrics.retried,
             "snooze": metrics.snoozed,
+            "throttle": metrics.throttled,
             "failed": metrics.dead_lettered,
             "cancelled": metrics.cancelled,
         }
@@ -85,8 +86,12 @@ class Instruments:
     def finished(self, job: StartedJob, kind: OutcomeKind) -> None:
         """An attempt's outcome ``kind`` was written."""
         self._child(self._outcome_counters[kind], job.type, PRIORITIES[job.priority]).inc()
-        if kind in ("retry", "snooze"):
+        if kind in ("retry", "snooze", "throttle"):
             self.queued(job.priority, 1)
+
+    def held(self, n: int) -> None:
+        """``n`` queued jobs are held back in memory now."""
+        self._m.held.set(n)
 
     def running(self, n: int) -> None:
         """``n`` handlers run now."""

@@ -11,7 +11,7 @@ nothing into memory until the previous owner's interrupted jobs are queued again
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from ..clock import Clock
 from ..drivers.base import Driver, JobRef
@@ -35,8 +35,12 @@ class Mailboxes:
         driver: Driver,
         clock: Clock,
         wake: asyncio.Event,
+        key_limit: Callable[[str], int] = lambda job_type: 1,
     ) -> None:
+        """``key_limit(job_type)``: how many jobs of one key may run at once while its next
+        job is of that type."""
         self._capacity = capacity
+        self._key_limit = key_limit
         self._shards = shards
         self._known = known
         self._windows = windows
@@ -86,9 +90,12 @@ class Mailboxes:
         return self.schedule(mb, now)
 
     def schedule(self, mb: Mailbox, now: int) -> bool:
-        """Hand ``mb``'s head to the windows unless it is busy, scheduled or empty."""
+        """Hand ``mb``'s head to the windows unless it is full, scheduled or empty."""
         head = mb.head()
-        if mb.busy or mb.scheduled or head is None:
+        if mb.scheduled or head is None:
+            return False
+        mb.limit = self._key_limit(head.type)
+        if mb.full:
             return False
         mb.scheduled = True
         self._windows.push_head(head, now)
@@ -103,14 +110,17 @@ class Mailboxes:
         """Take ``ref`` out of its mailbox to start it; False if it is no longer the head
         of an idle mailbox (then the mailbox's current head is scheduled instead)."""
         mb = self.boxes.get(ref.key) if ref.key is not None else None
-        if mb is None or mb.busy or mb.head() is not ref:
-            if mb is not None and not mb.busy:
+        if mb is None or mb.full or mb.head() is not ref:
+            if mb is not None and not mb.full:
                 mb.scheduled = False
                 self.schedule(mb, now)
             return False
         mb.take()
         if mb.needs_refill():
             self._to_refill[mb.key] = None
+        elif mb.limit > 1:
+            # Room for more of the key at once: its next job is due its turn too.
+            self.schedule(mb, now)
         return True
 
     def put_back(self, ref: JobRef, now: int) -> None:
@@ -291,7 +301,7 @@ class Mailboxes:
         head = mb.head()
         for ref in mb.drop_after(rows[-1].id):
             self._known.discard(ref.id)
-        if mb.head() is not head and not mb.busy:
+        if mb.head() is not head and not mb.full:
             mb.scheduled = False  # the head scheduled went back to storage
             self.schedule(mb, now)
         if mb.needs_refill():

@@ -15,6 +15,7 @@ STATUS_OF: dict[OutcomeKind, str] = {
     "complete": "complete",
     "retry": "queued",
     "snooze": "queued",
+    "throttle": "queued",
     "failed": "failed",
     "cancelled": "cancelled",
 }
@@ -71,10 +72,16 @@ class Outcomes:
         retry_ref = None
         if written:
             self._instruments.finished(job, outcome.kind)
-            if outcome.kind in ("retry", "snooze"):
+            if outcome.kind in ("retry", "snooze", "throttle"):
                 run_at = outcome.run_at if outcome.run_at is not None else outcome.at
                 retry_ref = JobRef(job.id, job.priority, run_at, job.key, job.shard, job.type)
         backlog = self._backlog
+        gates = backlog.gates
+        if gates.active:
+            gates.slot_freed((job.type,))
+        if written and outcome.kind == "throttle" and job.key is None and retry_ref:
+            # A keyed job holds its key by staying its head; a keyless one holds its type.
+            gates.throttle(job.type, retry_ref.run_at)
         moved = owned is not None and job.shard not in owned
         if moved:
             retry_ref = None  # the shard moved on: its next owner runs the retry

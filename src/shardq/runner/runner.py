@@ -101,6 +101,8 @@ class Runner:
             driver, config, clock, ids, ownership, handlers, metrics, self.offer
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._controls_load: asyncio.Task[None] | None = None
+        self._controls_again = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ class Runner:
             log.info("recovered %d interrupted job(s)", recovered)
         await self._instruments.recount(self._driver)
         await self._maintenance.advertise()
+        await self._backlog.gates.load()
         await self._scheduler.start()
         try:
             await self._ownership.start(self.on_shards_changed)
@@ -137,6 +140,8 @@ class Runner:
             task.cancel()
         await asyncio.gather(*housekeeping, return_exceptions=True)
         await self._backlog.stop()
+        if self._controls_load is not None:
+            await cancel_and_wait(self._controls_load, quiet=True)
         if self._dispatch.express is not None:
             # Whatever it starts is drained below with the rest.
             await asyncio.gather(self._dispatch.express, return_exceptions=True)
@@ -214,7 +219,30 @@ class Runner:
             self._scheduler.changed(None)
         elif kind == "schedules":
             self._scheduler.changed(ids)
+        elif kind == "controls":
+            self._reload_controls()
+        elif kind == "finished":
+            self._backlog.gates.slot_freed()
         self._wake.set()
+
+    def _reload_controls(self) -> None:
+        """Read the controls again (another process changed them), beside the loop."""
+        if self._controls_load is not None and not self._controls_load.done():
+            self._controls_again = True
+            return
+        self._controls_load = asyncio.get_running_loop().create_task(self._load_controls())
+
+    async def _load_controls(self) -> None:
+        while True:
+            self._controls_again = False
+            try:
+                await self._backlog.gates.load()
+            except Exception:
+                log.exception("reading the flow controls failed; trying again shortly")
+                await self._clock.sleep(0.5)
+                self._controls_again = True
+            if not self._controls_again or self._dispatch.stopping:
+                return
 
     def interrupt(self, job_id: int) -> bool:
         """Cancel the running attempt of ``job_id``; True if it runs here."""
@@ -238,6 +266,7 @@ class Runner:
             self._backlog.forget_shards(lost)
         self._scheduler.shards_changed(acquired, lost)
         if acquired:
+            self._backlog.gates.shards_gained(acquired)
             mailboxes = self._backlog.mailboxes
             mailboxes.recovery_started(acquired)
             try:

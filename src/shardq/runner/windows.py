@@ -33,9 +33,17 @@ class Windows:
     """Ready jobs per priority in id order, delayed jobs in due order, and their reloads."""
 
     def __init__(
-        self, size: int, known: set[int], driver: Driver, clock: Clock, wake: asyncio.Event
+        self,
+        size: int,
+        known: set[int],
+        driver: Driver,
+        clock: Clock,
+        wake: asyncio.Event,
+        excluded: Callable[[], Collection[str]] = frozenset,
     ) -> None:
+        """``excluded()``: the job types reads of the ready windows skip (held back)."""
         n = len(PRIORITIES)
+        self._excluded = excluded
         self.size = size
         self._known = known
         self._driver = driver
@@ -189,7 +197,11 @@ class Windows:
                 self.overflow[p] = False
                 # "Due" as of now, not as of the step's start: a job dropped while an
                 # earlier read was in flight may be due only since then.
-                rows = await self._driver.load_ready(owned, p, self._clock.now_ms(), chunk, after)
+                now, excluded = self._clock.now_ms(), self._excluded()
+                if excluded:
+                    rows = await self._driver.load_ready(owned, p, now, chunk, after, excluded)
+                else:
+                    rows = await self._driver.load_ready(owned, p, now, chunk, after)
                 for i in range(0, len(rows), _OFFER_SLICE):
                     if i:
                         await asyncio.sleep(0)  # let critical work through between slices

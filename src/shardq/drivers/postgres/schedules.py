@@ -104,6 +104,18 @@ class PostgresSchedules:
                 await c.execute(_NOTIFY, json.dumps([shard]))
         return shard is not None
 
+    async def set_paused(self, name: str, paused: bool, now: int) -> bool:
+        async with self._pool().acquire() as c, c.transaction():
+            shard = await c.fetchval(
+                "UPDATE schedules SET paused = $2, updated_at = $3 WHERE name = $1 RETURNING shard",
+                name,
+                paused,
+                now,
+            )
+            if shard is not None:
+                await c.execute(_NOTIFY, json.dumps([shard]))
+        return shard is not None
+
     async def get(self, name: str) -> ScheduleRecord | None:
         row = await self._pool().fetchrow(
             f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = $1", name

@@ -104,6 +104,19 @@ class SQLiteSchedules:
             self._announce("schedules", [shard])
         return shard is not None
 
+    async def set_paused(self, name: str, paused: bool, now: int) -> bool:
+        def run(c: sqlite3.Connection) -> int | None:
+            row = c.execute(
+                "UPDATE schedules SET paused = ?, updated_at = ? WHERE name = ? RETURNING shard",
+                (int(paused), now, name),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        shard = await self._write(run)
+        if shard is not None:
+            self._announce("schedules", [shard])
+        return shard is not None
+
     async def get(self, name: str) -> ScheduleRecord | None:
         def run(c: sqlite3.Connection) -> ScheduleRecord | None:
             row = c.execute(

@@ -1,0 +1,260 @@
+"""What holds a queued job back when its turn comes: a paused type or key, a type's slots
+and rate, a throttle, a key's rate.
+
+A type's controls hold cluster-wide: storage admits the starts of a limited type in the
+step's transaction (``Driver.advance(limited=...)``), and this runner only remembers what
+storage refused (``hold``) so that it stops asking until something changes: a slot frees
+(a job finishes here, or another process announces finished jobs), the type is resumed or
+its limits change, or the time storage named comes. A key's controls are this runner's
+alone, as the key is: its concurrency sits in the key's mailbox, its rate in a bucket here.
+
+A held job is *parked*: taken out of its window (or left the scheduled head of its
+mailbox) and kept, in pick order, until its hold ends. A type's park is bounded; past the
+bound its jobs stay in storage, and reads of the ready windows skip the type until its
+park has drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Callable, Collection, Iterable
+
+from ..clock import Clock
+from ..drivers.base import Driver, JobRef, LimitRecord, RateSpec
+
+log = logging.getLogger("shardq.runner")
+
+#: Parked jobs kept in memory per held type; more stay in storage.
+MAX_PARKED = 1_000
+
+
+class Gates:
+    """The controls in force on this runner, and the jobs they hold back."""
+
+    def __init__(
+        self, driver: Driver, clock: Clock, wake: asyncio.Event, spill: Callable[[JobRef], None]
+    ) -> None:
+        """``spill(ref)`` leaves a job a full park cannot take to storage."""
+        self._driver = driver
+        self._spill = spill
+        self._clock = clock
+        self._wake = wake
+        self._controls: dict[str, LimitRecord] = {}
+        self._paused_keys: set[str] = set()
+        #: Types storage refused, with when to ask again (0: when a slot frees).
+        self._held: dict[str, int] = {}
+        self._parked: dict[str, list[JobRef]] = {}
+        #: Types whose park is full: reads of the ready windows skip them.
+        self.full: set[str] = set()
+        # Keys out of rate tokens: (when the next token comes, ref).
+        self._key_waits: list[tuple[int, int, JobRef]] = []
+        self._key_buckets: dict[str, tuple[float, int]] = {}
+        #: When each shard was gained (monotonic seconds): a key's bucket starts empty
+        #: until its runner has owned the shard for a whole refill, so a hand-over never
+        #: lets the previous owner's starts and a full bucket add up.
+        self._gained: dict[int, float] = {}
+        self._default_gained = clock.monotonic()
+        self._writes: set[asyncio.Task[None]] = set()
+        #: True while any control is in force (the pick skips every check otherwise).
+        self.active = False
+
+    # -- what is in force ----------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read the controls from storage; whatever they no longer hold is released."""
+        records = await self._driver.controls.limits()
+        keys = await self._driver.controls.paused_keys()
+        self._controls = {r.job_type: r for r in records}
+        self._paused_keys = set(keys)
+        # A change of limits or a resume is a reason to ask storage again.
+        self._held = {t: u for t, u in self._held.items() if u > 0 and self._type_held(t)}
+        self.active = bool(
+            self._controls or self._paused_keys or self._held or self._parked or self._key_waits
+        )
+        self._wake.set()
+
+    def _type_held(self, job_type: str) -> bool:
+        rec = self._controls.get(job_type)
+        return rec is not None and (
+            rec.paused or rec.concurrency is not None or rec.rate is not None
+        )
+
+    def limited(self, refs: Iterable[JobRef]) -> frozenset[str]:
+        """The types among ``refs`` that storage must admit (they have type controls)."""
+        controls = self._controls
+        if not controls:
+            return frozenset()
+        now = self._clock.now_ms()
+        return frozenset(
+            r.type
+            for r in refs
+            if (c := controls.get(r.type)) is not None
+            and (
+                c.paused
+                or c.concurrency is not None
+                or c.rate is not None
+                or (c.throttled_until or 0) > now
+            )
+        )
+
+    def key_concurrency(self, job_type: str) -> int:
+        """How many jobs of one key may run at once when its next job is of ``job_type``."""
+        rec = self._controls.get(job_type)
+        return rec.key_concurrency if rec is not None and rec.key_concurrency else 1
+
+    def excluded(self) -> frozenset[str]:
+        """Types the ready windows' reads skip: paused, or with a full park."""
+        paused = {t for t, r in self._controls.items() if r.paused}
+        return frozenset(paused | self.full)
+
+    # -- holding -------------------------------------------------------------------------
+
+    def admits(self, ref: JobRef, now: int) -> bool:
+        """True if ``ref`` may be picked now; else it is parked (the caller has taken it
+        out of its window). A key's rate token is used here."""
+        t = ref.type
+        until = self._held.get(t)
+        if until is not None:
+            if until == 0 or until > now:
+                self._park(ref)
+                return False
+            del self._held[t]
+        rec = self._controls.get(t)
+        if rec is not None and (rec.paused or (rec.throttled_until or 0) > now):
+            self._park(ref)
+            return False
+        if ref.key is not None:
+            if ref.key in self._paused_keys:
+                self._park(ref)
+                return False
+            if rec is not None and rec.key_rate is not None:
+                return self._key_token(ref, rec.key_rate, now)
+        return True
+
+    def _park(self, ref: JobRef) -> None:
+        parked = self._parked.setdefault(ref.type, [])
+        if ref.key is None and len(parked) >= MAX_PARKED:
+            self.full.add(ref.type)
+            self._spill(ref)
+            return
+        parked.append(ref)
+
+    def _key_token(self, ref: JobRef, rate: RateSpec, now: int) -> bool:
+        key = ref.key
+        assert key is not None
+        cap = rate.burst + 1
+        per_token = rate.per * 1000 / rate.count
+        bucket = self._key_buckets.get(key)
+        if bucket is None:
+            owned_for = self._clock.monotonic() - self._gained.get(ref.shard, self._default_gained)
+            bucket = (cap if owned_for * 1000 >= cap * per_token else 0.0, now)
+        tokens, at = bucket
+        tokens = min(cap, tokens + max(0, now - at) / per_token)
+        if tokens >= 1:
+            self._key_buckets[key] = (tokens - 1, now)
+            return True
+        self._key_buckets[key] = (tokens, now)
+        due = now + int((1 - tokens) * per_token) + 1
+        heapq.heappush(self._key_waits, (due, ref.id, ref))
+        return False
+
+    def hold(self, held: dict[str, int]) -> None:
+        """Storage refused starts of these types: ask again at each one's time (0: when a
+        slot frees)."""
+        for t, until in held.items():
+            self._held[t] = max(until, self._held.get(t, until)) if until else 0
+        self.active = True
+
+    def throttle(self, job_type: str, until: int) -> None:
+        """A handler throttled its (keyless) type: hold it here now, and everywhere once
+        storage has it."""
+        self.hold({job_type: until})
+        task = asyncio.get_running_loop().create_task(self._write_throttle(job_type, until))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write_throttle(self, job_type: str, until: int) -> None:
+        try:
+            await self._driver.controls.throttle(job_type, until, self._clock.now_ms())
+        except Exception:
+            log.exception("storing the throttle of %s failed; it holds here only", job_type)
+
+    def slot_freed(self, job_types: Collection[str] | None = None) -> None:
+        """Jobs finished (of ``job_types``, or of unknown types elsewhere): the types
+        waiting for a slot ask storage again."""
+        waiting = [t for t, u in self._held.items() if u == 0]
+        for t in waiting:
+            if job_types is None or t in job_types:
+                del self._held[t]
+                self._wake.set()
+
+    # -- releasing -----------------------------------------------------------------------
+
+    def next_release(self) -> int | None:
+        """The soonest Unix ms at which a hold ends by itself, if any."""
+        times = [u for u in self._held.values() if u > 0]
+        times += [r.throttled_until for r in self._controls.values() if r.throttled_until]
+        if self._key_waits:
+            times.append(self._key_waits[0][0])
+        now = self._clock.now_ms()
+        future = [t for t in times if t > now]
+        return min(future) if future else None
+
+    def release(self, now: int) -> tuple[list[JobRef], bool]:
+        """Take back the parked jobs no longer held, in pick order, and whether types left
+        their full park (their jobs in storage must be read again)."""
+        out: list[JobRef] = []
+        spilled = False
+        for t in list(self._parked):
+            if self._still_held(t, now):
+                continue
+            out += self._parked.pop(t)
+            if t in self.full:
+                self.full.discard(t)
+                spilled = True
+        waits = self._key_waits
+        while waits and waits[0][0] <= now:
+            out.append(heapq.heappop(waits)[2])
+        for key_ref in [r for r in out if r.key is not None and r.key in self._paused_keys]:
+            # A paused key's head stays parked.
+            out.remove(key_ref)
+            self._parked.setdefault(key_ref.type, []).append(key_ref)
+        if not self._held and not self._controls and not self._paused_keys:
+            self.active = bool(self._key_waits or self._parked)
+        return out, spilled
+
+    def _still_held(self, job_type: str, now: int) -> bool:
+        until = self._held.get(job_type)
+        if until is not None and (until == 0 or until > now):
+            return True
+        rec = self._controls.get(job_type)
+        return rec is not None and (rec.paused or (rec.throttled_until or 0) > now)
+
+    # -- shards --------------------------------------------------------------------------
+
+    def shards_gained(self, shards: Iterable[int]) -> None:
+        """Shards newly owned: their keys' rate buckets start empty for a while."""
+        mono = self._clock.monotonic()
+        for s in shards:
+            self._gained[s] = mono
+
+    def forget_shards(self, lost: set[int], forget: Callable[[JobRef], None]) -> None:
+        """Drop the parked jobs of ``lost`` shards (``forget`` each)."""
+        for t, refs in list(self._parked.items()):
+            keep = [r for r in refs if r.shard not in lost]
+            for r in refs:
+                if r.shard in lost:
+                    forget(r)
+            self._parked[t] = keep
+        kept = [w for w in self._key_waits if w[2].shard not in lost]
+        for w in self._key_waits:
+            if w[2].shard in lost:
+                forget(w[2])
+        heapq.heapify(kept)
+        self._key_waits = kept
+
+    def parked_count(self) -> int:
+        """Jobs parked now (the dashboard's "held" figure)."""
+        return sum(len(v) for v in self._parked.values()) + len(self._key_waits)
