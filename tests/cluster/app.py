@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 from shardq import JobService, RetryPolicy
@@ -21,6 +22,22 @@ async def sleep(payload: dict[str, Any]) -> dict[str, Any]:
     """Sleep ``payload["s"]`` seconds; the result names the runner that ran it."""
     await asyncio.sleep(float(payload.get("s", 0)))
     return {"runner": jobs.runner_id}
+
+
+_LIMIT = int(os.environ.get("SHARDQ_TEST_LIMIT", "0")) or None
+
+
+@jobs.handler("limited", concurrency=_LIMIT)
+async def limited(payload: dict[str, Any]) -> None:
+    """Sleep ``payload["s"]`` seconds, writing when it began and ended (wall time) to this
+    process's file in ``$SHARDQ_TEST_RECORD``: what ran at once, seen from the handlers."""
+    record = os.path.join(os.environ["SHARDQ_TEST_RECORD"], f"{os.getpid()}.log")
+    job = str(jobs.runner_id) + ":" + str(payload["i"])
+    with open(record, "a") as f:  # noqa: ASYNC230 - a line, flushed at once
+        f.write(f"S {job} {time.time()}\n")
+    await asyncio.sleep(float(payload.get("s", 0)))
+    with open(record, "a") as f:  # noqa: ASYNC230
+        f.write(f"E {job} {time.time()}\n")
 
 
 @jobs.handler("noop")

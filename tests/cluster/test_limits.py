@@ -1,0 +1,70 @@
+"""A type's concurrency limit holds across three runner processes and a kill -9."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from shardq import JobService
+
+from .conftest import Cluster, eventually
+
+pytestmark = pytest.mark.postgres
+
+LIMIT = 4
+
+
+def _most_at_once(record: Path, killed_at: float) -> int:
+    """The most handlers running at once, from their own start/end lines; one that never
+    ended died with its runner (at ``killed_at``)."""
+    spans: dict[str, list[float]] = {}
+    for log in record.glob("*.log"):
+        for line in log.read_text().splitlines():
+            kind, job, at = line.split()
+            spans.setdefault(job, [0.0, killed_at])["SE".index(kind)] = float(at)
+    edges = sorted(
+        [(s, 1) for s, _ in spans.values()] + [(e, -1) for _, e in spans.values()],
+        key=lambda edge: (edge[0], edge[1]),  # an end before a start at the same instant
+    )
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+async def test_a_concurrency_limit_holds_across_runners_and_a_kill_9(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = tmp_path / "record"
+    record.mkdir()
+    monkeypatch.setenv("SHARDQ_TEST_LIMIT", str(LIMIT))
+    monkeypatch.setenv("SHARDQ_TEST_RECORD", str(record))
+    workers = [await cluster.start_worker(concurrency=8) for _ in range(3)]
+
+    async def spread() -> bool:
+        return len(await cluster.owners()) == 3
+
+    await eventually(spread, what="three runners to share the shards")
+    async with JobService(cluster.url, runner=False) as web:
+        ids = await web.submit("limited", [{"i": i, "s": 0.02} for i in range(150)])
+
+        async def some_done() -> bool:
+            n = await cluster.db.fetchval(
+                "SELECT count(*) FROM jobs WHERE type = 'limited' AND state = 'complete'"
+            )
+            return int(n) >= 30
+
+        await eventually(some_done, what="a fifth of the jobs to finish")
+        workers[0].kill9()
+        killed_at = time.time()
+        for job_id in ids:
+            st = await web.wait(job_id, timeout=60)
+            assert st.status == "complete", st
+        limits = {lim.job_type: lim for lim in await web.limits()}
+    assert limits["limited"].concurrency == LIMIT
+    assert _most_at_once(record, killed_at) <= LIMIT
+    # The limit was reached (the test would pass vacuously otherwise).
+    assert _most_at_once(record, killed_at) == LIMIT
