@@ -195,7 +195,7 @@ class FlowSupport:
             _view_rate(base.key_rate) if key_rate is _KEEP else key_rate,
         )
         await store.put_limits([record], jobs.clock.now_ms())
-        self._tell_runner_controls()
+        await self._tell_runner_controls()
         return next(lim for lim in await self.limits() if lim.job_type == job_type)
 
     async def limits(self) -> list[Limit]:
@@ -271,7 +271,7 @@ class FlowSupport:
             await store.set_paused(value, paused, now)
         else:
             await store.set_key_paused(value, paused, now)
-        self._tell_runner_controls()
+        await self._tell_runner_controls()
 
     async def _known_type(self, job_type: str) -> bool:
         jobs = cast("JobService", self)
@@ -280,8 +280,8 @@ class FlowSupport:
         since = jobs.clock.now_ms() - int(jobs.config.handler_grace * 1000)
         return await jobs.driver.handled_since(job_type, since)
 
-    def _tell_runner_controls(self) -> None:
-        """A runner in this process hears of its own changes at once."""
+    async def _tell_runner_controls(self) -> None:
+        """A runner in this process applies its own changes before the call returns."""
         runner = cast("JobService", self)._runner
         if runner is not None:
-            runner.on_event("controls", [])
+            await runner.reload_controls()

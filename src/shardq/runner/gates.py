@@ -28,6 +28,9 @@ log = logging.getLogger("shardq.runner")
 
 #: Parked jobs kept in memory per held type; more stay in storage.
 MAX_PARKED = 1_000
+#: A type waiting for a slot asks storage again after this long (ms) even if no finish was
+#: heard: a slot also frees when a dead runner's jobs are queued again, unannounced.
+SLOT_RECHECK_MS = 1_000
 
 
 class Gates:
@@ -45,9 +48,12 @@ class Gates:
         self._paused_keys: set[str] = set()
         #: Types storage refused, with when to ask again (0: when a slot frees).
         self._held: dict[str, int] = {}
+        self._recheck: dict[str, int] = {}
         self._parked: dict[str, list[JobRef]] = {}
         #: Types whose park is full: reads of the ready windows skip them.
         self.full: set[str] = set()
+        # Types reads have skipped: once no longer skipped, their jobs are read again.
+        self._skipped: set[str] = set()
         # Keys out of rate tokens: (when the next token comes, ref).
         self._key_waits: list[tuple[int, int, JobRef]] = []
         self._key_buckets: dict[str, tuple[float, int]] = {}
@@ -71,7 +77,12 @@ class Gates:
         # A change of limits or a resume is a reason to ask storage again.
         self._held = {t: u for t, u in self._held.items() if u > 0 and self._type_held(t)}
         self.active = bool(
-            self._controls or self._paused_keys or self._held or self._parked or self._key_waits
+            self._controls
+            or self._paused_keys
+            or self._held
+            or self._parked
+            or self._key_waits
+            or self._skipped
         )
         self._wake.set()
 
@@ -107,7 +118,9 @@ class Gates:
     def excluded(self) -> frozenset[str]:
         """Types the ready windows' reads skip: paused, or with a full park."""
         paused = {t for t, r in self._controls.items() if r.paused}
-        return frozenset(paused | self.full)
+        skipped = frozenset(paused | self.full)
+        self._skipped |= skipped
+        return skipped
 
     # -- holding -------------------------------------------------------------------------
 
@@ -117,7 +130,7 @@ class Gates:
         t = ref.type
         until = self._held.get(t)
         if until is not None:
-            if until == 0 or until > now:
+            if until > now or (until == 0 and self._recheck.get(t, 0) > now):
                 self._park(ref)
                 return False
             del self._held[t]
@@ -161,10 +174,13 @@ class Gates:
         return False
 
     def hold(self, held: dict[str, int]) -> None:
-        """Storage refused starts of these types: ask again at each one's time (0: when a
-        slot frees)."""
+        """Storage refused starts of these types: ask again at each one's time, or when a
+        slot frees (0), or at the latest after ``SLOT_RECHECK_MS``."""
+        recheck = self._clock.now_ms() + SLOT_RECHECK_MS
         for t, until in held.items():
             self._held[t] = max(until, self._held.get(t, until)) if until else 0
+            if not until:
+                self._recheck[t] = recheck
         self.active = True
 
     def throttle(self, job_type: str, until: int) -> None:
@@ -194,7 +210,7 @@ class Gates:
 
     def next_release(self) -> int | None:
         """The soonest Unix ms at which a hold ends by itself, if any."""
-        times = [u for u in self._held.values() if u > 0]
+        times = [u if u > 0 else self._recheck.get(t, 0) for t, u in self._held.items()]
         times += [r.throttled_until for r in self._controls.values() if r.throttled_until]
         if self._key_waits:
             times.append(self._key_waits[0][0])
@@ -203,17 +219,19 @@ class Gates:
         return min(future) if future else None
 
     def release(self, now: int) -> tuple[list[JobRef], bool]:
-        """Take back the parked jobs no longer held, in pick order, and whether types left
-        their full park (their jobs in storage must be read again)."""
+        """Take back the parked jobs no longer held, in pick order, and whether reads of
+        the windows skipped types they no longer skip (their jobs must be read again)."""
         out: list[JobRef] = []
         spilled = False
         for t in list(self._parked):
             if self._still_held(t, now):
                 continue
             out += self._parked.pop(t)
-            if t in self.full:
-                self.full.discard(t)
-                spilled = True
+            self.full.discard(t)
+        if self._skipped:
+            skipped_now = self.excluded()
+            spilled = bool(self._skipped - skipped_now)
+            self._skipped = set(skipped_now)
         waits = self._key_waits
         while waits and waits[0][0] <= now:
             out.append(heapq.heappop(waits)[2])
@@ -222,12 +240,14 @@ class Gates:
             out.remove(key_ref)
             self._parked.setdefault(key_ref.type, []).append(key_ref)
         if not self._held and not self._controls and not self._paused_keys:
-            self.active = bool(self._key_waits or self._parked)
+            self.active = bool(self._key_waits or self._parked or self._skipped)
         return out, spilled
 
     def _still_held(self, job_type: str, now: int) -> bool:
         until = self._held.get(job_type)
-        if until is not None and (until == 0 or until > now):
+        if until is not None and (
+            until > now or (until == 0 and self._recheck.get(job_type, 0) > now)
+        ):
             return True
         rec = self._controls.get(job_type)
         return rec is not None and (rec.paused or (rec.throttled_until or 0) > now)

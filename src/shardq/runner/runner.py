@@ -225,6 +225,10 @@ class Runner:
             self._backlog.gates.slot_freed()
         self._wake.set()
 
+    async def reload_controls(self) -> None:
+        """Read the controls again now (this process changed them)."""
+        await self._backlog.gates.load()
+
     def _reload_controls(self) -> None:
         """Read the controls again (another process changed them), beside the loop."""
         if self._controls_load is not None and not self._controls_load.done():
