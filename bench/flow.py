@@ -133,7 +133,7 @@ async def measure_rate(engine: str, n: int) -> dict[str, Any]:
         "jobs": n,
         "started": len(starts),
         # Seconds from the last start to giving up, when the backlog did not drain.
-        "stalled_s": 0.0 if finished else ended - starts[-1],
+        "stalled_s": 0.0 if finished else max(0.0, ended - starts[-1]),
         "asked_per_s": RATE_PER_S,
         "seconds": span,
         "starts_per_s": achieved,
@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--rounds must be at least 1")
     engines = ("sqlite", "postgres") if args.engine == "both" else (args.engine,)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    commit = _commit()
     results: dict[str, Any] = {}
     for engine in engines:
         print(f"{engine}:", flush=True)
@@ -339,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench.flow " + " ".join(sys.argv[1:] if argv is None else argv),
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _commit(),
+        "commit": commit,
         "shardq_source": _source(),
         "python": platform.python_version(),
         "quick": args.quick,
