@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from ._internal.validation import check_name, show
@@ -272,6 +273,31 @@ class FlowSupport:
         else:
             await store.set_key_paused(value, paused, now)
         await self._tell_runner_controls()
+
+    async def _waiting(self, job_type: str, key: str | None) -> str | None:
+        """Why a due queued job of ``job_type`` (and ``key``) is held back, if it is."""
+        jobs = cast("JobService", self)
+        store = jobs.driver.controls
+        rec = next((r for r in await store.limits() if r.job_type == job_type), None)
+        if rec is not None and rec.paused:
+            return f"paused (job type {job_type})"
+        if key is not None and key in await store.paused_keys():
+            return f"paused (key {key})"
+        if rec is None:
+            return None
+        now = jobs.clock.now_ms()
+        until = rec.throttled_until or 0
+        if until > now:
+            at = datetime.fromtimestamp(until / 1000, UTC).isoformat(timespec="milliseconds")
+            return f"throttled until {at}"
+        use = (await store.usage([job_type], now)).get(job_type)
+        if use is None:
+            return None
+        if rec.concurrency is not None and use.running >= rec.concurrency:
+            return f"waiting for a slot of {job_type}"
+        if use.tokens is not None and use.tokens < 1:
+            return f"waiting for the rate of {job_type}"
+        return None
 
     async def _known_type(self, job_type: str) -> bool:
         jobs = cast("JobService", self)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,7 +37,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .cluster import ClusterSupport
 from .config import Config
 from .drivers import connect
-from .drivers.base import Driver, EventKind, JobFilter, JobRef, LimitRecord, NewJob
+from .drivers.base import Driver, EventKind, JobFilter, JobRecord, JobRef, LimitRecord, NewJob
 from .entity import job_entity
 from .errors import JobError
 from .flow import FlowSupport
@@ -387,11 +388,21 @@ class JobService(HandlerSupport, ClusterSupport, ScheduleSupport, FlowSupport):
     # -- reading -------------------------------------------------------------------------
 
     async def status(self, job_id: str) -> JobStatusResponse:
-        """The job's status, attempts, full history and result; NotFound if unknown."""
+        """The job's status, attempts, full history and result, and why it waits if it is
+        held back; NotFound if unknown."""
+        record = await self._record(job_id)
+        st = status_view(record)
+        if record.state == "queued" and record.run_at <= self.clock.now_ms():
+            waiting = await self._waiting(record.type, record.key)
+            if waiting is not None:
+                st = dataclasses.replace(st, waiting=waiting)
+        return st
+
+    async def _record(self, job_id: str) -> JobRecord:
         record = await self.driver.get_job(parse_id(job_id))
         if record is None:
             raise JobError.from_not_found(str(job_id))
-        return status_view(record)
+        return record
 
     async def wait(self, job_id: str, timeout: float | None = None) -> JobStatusResponse:
         """Wait until the job is complete, failed or cancelled and return its status.
@@ -410,7 +421,7 @@ class JobService(HandlerSupport, ClusterSupport, ScheduleSupport, FlowSupport):
                     # Register before reading, so a finish between the two is not missed.
                     fut: asyncio.Future[None] = loop.create_future()
                     self._waiters.setdefault(jid, []).append(fut)
-                    st = await self.status(job_id)
+                    st = status_view(await self._record(job_id))
                     if st.finished:
                         return st
                     if driver.announces_finished:

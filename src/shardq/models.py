@@ -79,6 +79,9 @@ class JobStatusResponse:
     #: The schedule that submitted the job, and the tick it was submitted for.
     schedule: str | None = None
     tick: datetime | None = None
+    #: Why a queued job that is due does not start: "paused (job type T)", "paused (key
+    #: K)", "throttled until T", "waiting for a slot of T", "waiting for the rate of T".
+    waiting: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -101,6 +104,8 @@ class JobStatusResponse:
         if self.schedule is not None:
             out["schedule"] = self.schedule
             out["tick"] = self.tick.isoformat() if self.tick else None
+        if self.waiting is not None:
+            out["waiting"] = self.waiting
         if self.job is not None:
             j = self.job
             out.update(

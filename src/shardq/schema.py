@@ -234,6 +234,13 @@ class Job(_Body):
         str | None, msgspec.Meta(description="the schedule that submitted it, if one did")
     ] = None
     tick: Annotated[Time | None, msgspec.Meta(description="the schedule's tick it is for")] = None
+    waiting: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="why a queued job that is due does not start (paused, throttled,"
+            " waiting for a slot or for its rate), if it is held back"
+        ),
+    ] = None
 
 
 class JobPage(_Body):

@@ -38,9 +38,12 @@ async def test_a_concurrency_limit_is_never_exceeded(make_service: ServiceFactor
 
     async with jobs:
         ids = await jobs.submit("api.call", [{"i": i} for i in range(40)])
+        statuses = [await jobs.status(i) for i in ids[-5:]]
         for job_id in ids:
             assert (await jobs.wait(job_id, timeout=30)).status == "complete"
         limits = {lim.job_type: lim for lim in await jobs.limits()}
+    # Submitted behind 35 others, the last few waited for a slot (or had just started).
+    assert any(st.waiting == "waiting for a slot of api.call" for st in statuses), statuses
     assert gauge.most == 3
     assert limits["api.call"].concurrency == 3
     assert limits["api.call"].running == 0
@@ -110,6 +113,8 @@ async def test_a_paused_type_waits_in_order_and_resumes_at_once(
         for job_id in ids:
             st = await jobs.status(job_id)
             assert (st.status, st.attempts) == ("queued", 0)
+            assert st.waiting == "paused (job type email.send)"
+            assert st.to_dict()["waiting"] == st.waiting
         assert ran == []
         await jobs.resume(job_type="email.send")
         for job_id in ids:
@@ -132,6 +137,7 @@ async def test_a_paused_key_holds_that_key_only(make_service: ServiceFactory) ->
         free = await jobs.submit("bill", {"k": "8"}, key="tenant:8")
         assert (await jobs.wait(free, timeout=10)).status == "complete"
         assert [(await jobs.status(i)).status for i in held] == ["queued", "queued"]
+        assert (await jobs.status(held[0])).waiting == "paused (key tenant:7)"
         await jobs.resume(key="tenant:7")
         for job_id in held:
             assert (await jobs.wait(job_id, timeout=10)).status == "complete"
@@ -173,6 +179,8 @@ async def test_throttled_requeues_without_an_attempt_and_holds_the_type(
             await asyncio.sleep(0.01)
         assert limits["api.call"].throttled_until is not None
         second = await jobs.submit("api.call", {"i": 1})
+        waiting = (await jobs.status(second)).waiting
+        assert waiting is not None and waiting.startswith("throttled until "), waiting
         assert (await jobs.status(second)).status == "queued"
         await clock.advance(30)
         for job_id in (first, second):

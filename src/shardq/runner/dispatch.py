@@ -165,9 +165,15 @@ class Dispatcher:
             if started:
                 await asyncio.sleep(0)
         self.free += len(batch)
+        if batch and self._backlog.gates.active and not self.stopping:
+            self._slots_freed(batch, now)
         starts = [] if self.stopping else self._pick(now)
         if batch or starts:
             await self._advance(batch, starts, now)
+        self._arm_next()
+
+    def _arm_next(self) -> None:
+        """Wake when the next delayed job falls due or the next hold ends."""
         due = self._backlog.windows.next_due()
         if self._backlog.gates.active:
             release = self._backlog.gates.next_release()
@@ -176,6 +182,12 @@ class Dispatcher:
         if due is not None:
             delay = max(0, due - self._clock.now_ms()) / 1000
             self._arm_timer(self._clock.monotonic() + delay)
+
+    def _slots_freed(self, batch: list[tuple[Outcome, Attempt]], now: int) -> None:
+        """The slots of ``batch``'s jobs are free in this step's admission already (storage
+        does not count a job whose outcome the same step writes): their types may start."""
+        self._backlog.gates.slot_freed({attempt.job.type for _, attempt in batch})
+        self._backlog.unpark(now)
 
     # -- writing ---------------------------------------------------------------------------
 

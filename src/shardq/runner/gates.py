@@ -204,25 +204,31 @@ class Gates:
         for t in waiting:
             if job_types is None or t in job_types:
                 del self._held[t]
+                self._recheck.pop(t, None)
                 self._wake.set()
 
     # -- releasing -----------------------------------------------------------------------
 
     def next_release(self) -> int | None:
-        """The soonest Unix ms at which a hold ends by itself, if any."""
-        times = [u if u > 0 else self._recheck.get(t, 0) for t, u in self._held.items()]
-        times += [r.throttled_until for r in self._controls.values() if r.throttled_until]
+        """The soonest Unix ms at which a hold ends by itself (maybe past already: a step
+        that outlasted a rate's next token must not leave its jobs parked), if any."""
+        now = self._clock.now_ms()
+        times = [u if u > 0 else self._recheck.get(t, now) for t, u in self._held.items()]
+        # A throttle long over is no reason to wake.
+        times += [u for r in self._controls.values() if (u := r.throttled_until or 0) > now]
         if self._key_waits:
             times.append(self._key_waits[0][0])
-        now = self._clock.now_ms()
-        future = [t for t in times if t > now]
-        return min(future) if future else None
+        return min(times) if times else None
 
     def release(self, now: int) -> tuple[list[JobRef], bool]:
         """Take back the parked jobs no longer held, in pick order, and whether reads of
         the windows skipped types they no longer skip (their jobs must be read again)."""
         out: list[JobRef] = []
         spilled = False
+        for t, until in list(self._held.items()):
+            if 0 < until <= now or (until == 0 and self._recheck.get(t, 0) <= now):
+                del self._held[t]
+                self._recheck.pop(t, None)
         for t in list(self._parked):
             if self._still_held(t, now):
                 continue
