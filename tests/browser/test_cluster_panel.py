@@ -81,12 +81,15 @@ def test_every_runner_and_its_shards_live(page: Any, web: LiveServer, pg: str) -
         for rid in ids:
             owned = page.locator(f'#shard-map .shard[data-owner="{rid}"]')
             expect(owned.first).to_be_attached(timeout=30_000)
-            # Each runner's shards share its swatch's colour, and no other runner has it.
-            swatch = page.locator(f'[data-runner="{rid}"] .swatch').evaluate(
-                "e => getComputedStyle(e).backgroundColor"
+            # Each runner's shards share its swatch's colour, and no other runner has it. Both
+            # are read in one turn of the page: the panel is redrawn on every update, and an
+            # element read after a redraw is detached (no computed style).
+            swatch, shard = page.evaluate(
+                """rid => [`[data-runner="${rid}"] .swatch`, `.shard[data-owner="${rid}"]`]
+                    .map((q) => getComputedStyle(document.querySelector(q)).backgroundColor)""",
+                rid,
             )
-            shard = owned.first.evaluate("e => getComputedStyle(e).backgroundColor")
-            assert swatch == shard
+            assert swatch == shard != ""
             colours.add(swatch)
         assert len(colours) == 3
 
