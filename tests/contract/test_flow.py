@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -87,6 +88,32 @@ async def test_a_rate_spreads_starts_evenly(make_service: ServiceFactory) -> Non
     # One token at a time (burst 0): the nth start comes no sooner than n * 50 ms.
     for n, at in enumerate(starts):
         assert at.timestamp() - first >= n * 0.050 - 0.002, (n, starts)
+
+
+async def test_a_key_rate_spaces_one_keys_starts_and_not_anothers(
+    make_service: ServiceFactory,
+) -> None:
+    jobs = make_service()
+
+    @jobs.handler("poll", key_rate=Rate(10, per=1.0), key_concurrency=5)
+    async def poll(p: Any) -> None:
+        return None
+
+    async with jobs:
+        slow = await jobs.submit("poll", [{} for _ in range(5)], key="feed:a")
+        other = await jobs.submit("poll", [{} for _ in range(5)], key="feed:b")
+        starts: dict[str, list[float]] = {"feed:a": [], "feed:b": []}
+        for key, ids in (("feed:a", slow), ("feed:b", other)):
+            for job_id in ids:
+                st = await jobs.wait(job_id, timeout=30)
+                at = next(h.timestamp for h in st.history if h.status == "processing")
+                starts[key].append(at.timestamp())
+    for key, seen in starts.items():
+        times = sorted(seen)
+        # 10 a second, no burst: consecutive starts of one key at least 100 ms apart
+        # (timestamps are whole milliseconds).
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= 0.099, (key, gaps)
 
 
 async def test_a_paused_type_waits_in_order_and_resumes_at_once(

@@ -31,6 +31,8 @@ MAX_PARKED = 1_000
 #: A type waiting for a slot asks storage again after this long (ms) even if no finish was
 #: heard: a slot also frees when a dead runner's jobs are queued again, unannounced.
 SLOT_RECHECK_MS = 1_000
+# Key buckets kept before the full ones (the same as no bucket) are dropped.
+_PRUNE_BUCKETS = 10_000
 
 
 class Gates:
@@ -56,7 +58,9 @@ class Gates:
         self._skipped: set[str] = set()
         # Keys out of rate tokens: (when the next token comes, ref).
         self._key_waits: list[tuple[int, int, JobRef]] = []
-        self._key_buckets: dict[str, tuple[float, int]] = {}
+        # Per key: (tokens, as of Unix ms, capacity, ms per token).
+        self._key_buckets: dict[str, tuple[float, int, int, float]] = {}
+        self._prune_above = _PRUNE_BUCKETS
         #: When each shard was gained (monotonic seconds): a key's bucket starts empty
         #: until its runner has owned the shard for a whole refill, so a hand-over never
         #: lets the previous owner's starts and a full bucket add up.
@@ -162,16 +166,26 @@ class Gates:
         bucket = self._key_buckets.get(key)
         if bucket is None:
             owned_for = self._clock.monotonic() - self._gained.get(ref.shard, self._default_gained)
-            bucket = (cap if owned_for * 1000 >= cap * per_token else 0.0, now)
-        tokens, at = bucket
+            start = cap if owned_for * 1000 >= cap * per_token else 0.0
+            bucket = (start, now, cap, per_token)
+            if len(self._key_buckets) >= self._prune_above:
+                self._prune_buckets(now)
+        tokens, at = bucket[0], bucket[1]
         tokens = min(cap, tokens + max(0, now - at) / per_token)
         if tokens >= 1:
-            self._key_buckets[key] = (tokens - 1, now)
+            self._key_buckets[key] = (tokens - 1, now, cap, per_token)
             return True
-        self._key_buckets[key] = (tokens, now)
+        self._key_buckets[key] = (tokens, now, cap, per_token)
         due = now + int((1 - tokens) * per_token) + 1
         heapq.heappush(self._key_waits, (due, ref.id, ref))
         return False
+
+    def _prune_buckets(self, now: int) -> None:
+        """Drop the key buckets that have refilled (a full bucket is what a new one is)."""
+        self._key_buckets = {
+            k: b for k, b in self._key_buckets.items() if b[0] + max(0, now - b[1]) / b[3] < b[2]
+        }
+        self._prune_above = max(_PRUNE_BUCKETS, 2 * len(self._key_buckets))
 
     def hold(self, held: dict[str, int]) -> None:
         """Storage refused starts of these types: ask again at each one's time, or when a
