@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from shardq import JobService, RetryPolicy
+from shardq import JobService, Rate, RetryPolicy
 
 jobs = JobService(
     concurrency=int(os.environ.get("SHARDQ_TEST_CONCURRENCY", "16")),
@@ -38,6 +38,15 @@ async def limited(payload: dict[str, Any]) -> None:
     await asyncio.sleep(float(payload.get("s", 0)))
     with open(record, "a") as f:  # noqa: ASYNC230
         f.write(f"E {job} {time.time()}\n")
+
+
+_RATE = int(os.environ.get("SHARDQ_TEST_RATE", "0"))
+
+
+@jobs.handler("paced", rate=Rate(_RATE, per=1.0) if _RATE else None)
+async def paced(payload: Any) -> None:
+    """A job type whose starts are limited to ``$SHARDQ_TEST_RATE`` a second."""
+    return None
 
 
 @jobs.handler("noop")

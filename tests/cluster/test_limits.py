@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import json
 import time
 from pathlib import Path
 
@@ -68,3 +70,42 @@ async def test_a_concurrency_limit_holds_across_runners_and_a_kill_9(
     assert _most_at_once(record, killed_at) <= LIMIT
     # The limit was reached (the test would pass vacuously otherwise).
     assert _most_at_once(record, killed_at) == LIMIT
+
+
+RATE = 20
+
+
+async def test_a_rate_holds_over_every_window_across_runners_and_a_kill_9(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHARDQ_TEST_RATE", str(RATE))
+    workers = [await cluster.start_worker(concurrency=8) for _ in range(3)]
+
+    async def spread() -> bool:
+        return len(await cluster.owners()) == 3
+
+    await eventually(spread, what="three runners to share the shards")
+    async with JobService(cluster.url, runner=False) as web:
+        ids = await web.submit("paced", [{} for _ in range(60)])
+
+        async def some_done() -> bool:
+            n = await cluster.db.fetchval(
+                "SELECT count(*) FROM jobs WHERE type = 'paced' AND state = 'complete'"
+            )
+            return int(n) >= 15
+
+        await eventually(some_done, what="a quarter of the jobs to finish")
+        workers[1].kill9()
+        for job_id in ids:
+            assert (await web.wait(job_id, timeout=60)).status == "complete"
+    rows = await cluster.db.fetch("SELECT history::text FROM jobs WHERE type = 'paced'")
+    # Every start (attempt) is in the history, stamped with the admitting step's time.
+    starts = sorted(h[1] for r in rows for h in json.loads(r[0]) if h[0] == "processing")
+    assert len(starts) >= 60
+    most = max(bisect.bisect_left(starts, t + 1000) - i for i, t in enumerate(starts))
+    # At most RATE in any one-second window (burst 0). One more is allowed: a step stamps
+    # its starts with the time it began, and a step of another runner that waited on the
+    # type's lock may be admitted after a later-stamped one.
+    assert most <= RATE + 1, most
+    # ... and the rate was used, not merely respected by a trickle.
+    assert most >= RATE - 2, most
