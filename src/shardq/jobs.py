@@ -483,7 +483,7 @@ class JobService(HandlerSupport, ClusterSupport, ScheduleSupport, FlowSupport):
         return [status_view(r) for r in await self.driver.list_jobs(flt)]
 
     async def stats(self) -> QueueStats:
-        """Jobs by status, queued jobs by priority, and open dead letters."""
+        """Jobs by status, queued jobs by priority, open dead letters, and what is paused."""
         d = self.driver
         by_state = await d.count_by_state()
         by_priority = await d.count_queued_by_priority()
@@ -494,6 +494,7 @@ class JobService(HandlerSupport, ClusterSupport, ScheduleSupport, FlowSupport):
             },
             queued_by_priority={p: by_priority.get(i, 0) for i, p in enumerate(PRIORITIES)},
             dead_letters=await d.count_dead_letters(),
+            paused=(await self.paused()).to_dict(),
         )
 
     # -- cancel and dead letters ---------------------------------------------------------

@@ -170,8 +170,10 @@ class SubmitResult:
 
 @dataclass(slots=True)
 class QueueStats:
-    """Counts of jobs by status and, for queued jobs, by priority."""
+    """Counts of jobs by status and, for queued jobs, by priority; and what is paused."""
 
     by_status: dict[str, int] = field(default_factory=dict)
     queued_by_priority: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
+    #: The job types, keys and schedules paused now (``Paused.to_dict()``).
+    paused: dict[str, list[str]] = field(default_factory=dict)

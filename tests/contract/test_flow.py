@@ -133,6 +133,7 @@ async def test_a_paused_type_waits_in_order_and_resumes_at_once(
     async with jobs:
         await jobs.pause(job_type="email.send")
         assert (await jobs.paused()).job_types == ["email.send"]
+        assert (await jobs.stats()).paused["job_types"] == ["email.send"]
         ids = await jobs.submit("email.send", [{"to": f"u{i}"} for i in range(5)])
         # A job of another type submitted after them runs: the runner is not stuck.
         marker = await jobs.submit("other", {})

@@ -308,6 +308,10 @@ def _stats_text(data: dict[str, Any]) -> str:
     lines.append("queued by priority:")
     lines += [f"  {p:<11} {data['queued_by_priority'].get(p, 0):>12,}" for p in PRIORITIES]
     lines.append(f"dead letters  {data['dead_letters']:>12,}")
+    paused = data.get("paused") or {}
+    for what, names in (("job types", "job_types"), ("keys", "keys"), ("schedules", "schedules")):
+        if paused.get(names):
+            lines.append(f"paused {what}: {', '.join(paused[names])}")
     tp = data.get("throughput")
     if tp:
         lines.append(
@@ -342,6 +346,7 @@ async def stats(args: argparse.Namespace) -> int:
             "by_status": st.by_status,
             "queued_by_priority": st.queued_by_priority,
             "dead_letters": st.dead_letters,
+            "paused": st.paused,
         }
     emit(args, data, _stats_text(data))
     return 0
