@@ -109,3 +109,26 @@ async def test_a_rate_holds_over_every_window_across_runners_and_a_kill_9(
     assert most <= RATE + 1, most
     # ... and the rate was used, not merely respected by a trickle.
     assert most >= RATE - 2, most
+
+
+async def test_a_pause_from_another_process_holds_every_runner_until_resumed(
+    cluster: Cluster,
+) -> None:
+    for _ in range(2):
+        await cluster.start_worker(concurrency=8)
+
+    async def spread() -> bool:
+        return len(await cluster.owners()) == 2
+
+    await eventually(spread, what="two runners to share the shards")
+    async with JobService(cluster.url, runner=False) as web:
+        await web.pause(job_type="noop")
+        held = await web.submit("noop", [{} for _ in range(20)])
+        marker = await web.submit("sleep", {"s": 0})
+        assert (await web.wait(marker, timeout=30)).status == "complete"
+        for job_id in held:
+            st = await web.status(job_id)
+            assert (st.status, st.waiting) == ("queued", "paused (job type noop)"), st
+        await web.resume(job_type="noop")
+        for job_id in held:
+            assert (await web.wait(job_id, timeout=30)).status == "complete"
