@@ -65,7 +65,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from . import commands, demo, schedules, worker
+    from . import commands, demo, limits, schedules, worker
 
     parser = Parser(
         prog="shardq",
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register(sub)
     commands.register(sub)
     schedules.register(sub)
+    limits.register(sub)
     worker.register(sub)
     for register in _extensions():
         register(sub)
