@@ -52,6 +52,10 @@ class Attempt:
     cancel_requested: bool = False
     #: Interrupted because the runner stops or lost the shard.
     shutdown: bool = False
+    #: ``run`` has begun. A task cancelled before its first step never runs its body at
+    #: all (so reports no outcome): until then an interruption only sets the flags above,
+    #: and ``run`` honours them first.
+    begun: bool = False
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -98,6 +102,10 @@ class AttemptRunner:
     async def run(self, attempt: Attempt) -> None:
         """Call the handler of ``attempt`` and report its outcome."""
         job = attempt.job
+        attempt.begun = True
+        if attempt.cancel_requested or attempt.shutdown:
+            self._finished(self._interrupted(attempt), attempt)
+            return
         outcome: Outcome
         handler = self._handlers.get(job.type)
         if handler is None:
@@ -140,19 +148,7 @@ class AttemptRunner:
                 run_at=at + int(throttled.retry_after * 1000),
             )
         except asyncio.CancelledError:
-            if attempt.cancel_requested:
-                outcome = Outcome(
-                    job.id, job.attempts, "cancelled", self._clock.now_ms(), error="cancelled"
-                )
-            else:
-                outcome = Outcome(
-                    job.id,
-                    job.attempts,
-                    "retry",
-                    self._clock.now_ms(),
-                    error="interrupted: the runner stopped or lost the shard",
-                    run_at=self._clock.now_ms(),
-                )
+            outcome = self._interrupted(attempt)
         except TimeoutError:
             outcome = self._failure(
                 job, JobError.from_timeout(str(job.id), f"after {job.timeout}s")
@@ -164,6 +160,21 @@ class AttemptRunner:
             run_time = self._run_time_by_type[job.type] = self._run_time.labels(job.type)
         run_time.observe(time.perf_counter() - attempt.started)
         self._finished(outcome, attempt)
+
+    def _interrupted(self, attempt: Attempt) -> Outcome:
+        """The outcome of an attempt cancelled through the API, or interrupted because the
+        runner stops or lost the shard (queued again at once, as a retry)."""
+        job, now = attempt.job, self._clock.now_ms()
+        if attempt.cancel_requested:
+            return Outcome(job.id, job.attempts, "cancelled", now, error="cancelled")
+        return Outcome(
+            job.id,
+            job.attempts,
+            "retry",
+            now,
+            error="interrupted: the runner stopped or lost the shard",
+            run_at=now,
+        )
 
     async def _handler_missing(self, job: StartedJob) -> Outcome:
         """The outcome of a job whose type this runner has no handler for: it waits (queued

@@ -409,6 +409,6 @@ class Dispatcher:
         if not attempt.cancel_requested:
             attempt.cancel_requested = True
             attempt.ctx.cancel()
-            if attempt.task is not None:
+            if attempt.task is not None and attempt.begun:
                 attempt.task.cancel()
         return True

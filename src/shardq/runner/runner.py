@@ -179,7 +179,8 @@ class Runner:
         if attempt.task is not None:
             attempt.shutdown = True
             attempt.ctx.cancel()
-            attempt.task.cancel()
+            if attempt.begun:
+                attempt.task.cancel()
 
     async def _handled_elsewhere(self, job_type: str) -> bool:
         """True if some runner has had a handler for ``job_type`` within the grace period."""
