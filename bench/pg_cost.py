@@ -322,70 +322,87 @@ def median_of(
     return out
 
 
+_ROWS = (
+    ("jobs/s (submit to last finish)", "jobs_per_s", 0),
+    ("WAL bytes", "wal_bytes", 0),
+    ("WAL records", "wal_records", 2),
+    ("WAL full-page images", "wal_fpi", 2),
+    ("WAL flushes (fsync)", "wal_syncs", 3),
+    ("mean WAL flush, ms", "wal_sync_ms_each", 3),
+    ("transactions committed", "commits", 2),
+    ("statements", "statements", 2),
+    ("notifications (s / f)", None, 3),
+    ("notification bytes", "note_bytes", 0),
+    ("server CPU, µs", "server_cpu_us", 0),
+    ("… in the runner's sessions, µs", "runner_sessions_cpu_us", 0),
+    ("… in the submitter's sessions, µs", "submitter_sessions_cpu_us", 0),
+    ("runner process CPU, µs", "runner_cpu_us", 0),
+    ("submitter process CPU, µs", "submitter_cpu_us", 0),
+    ("VACUUM afterwards: WAL bytes", "vacuum_wal_bytes", 0),
+    ("VACUUM afterwards: µs", "vacuum_us", 1),
+)
+
+
+def _cost_table(summary: dict[str, Any], modes: list[str]) -> list[str]:
+    lines = ["| per job | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
+    for label, key, digits in _ROWS:
+        if key is not None and key not in summary[modes[0]]:
+            continue
+        cells = []
+        for m in modes:
+            r = summary[m]
+            if key is None:
+                cells.append(f"{r['notes_s']:.{digits}f} / {r['notes_f']:.{digits}f}")
+            elif r.get(key) is None:
+                cells.append("-")
+            else:
+                cells.append(f"{r[key]:,.{digits}f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _rows_table(summary: dict[str, Any], modes: list[str]) -> list[str]:
+    lines = ["| rows per job (ins / upd (HOT) / del) | " + " | ".join(modes) + " |"]
+    lines.append("|---|" + "---:|" * len(modes))
+    for t in sorted({t for m in modes for t in summary[m]["rows"]}):
+        cells = []
+        for m in modes:
+            v = summary[m]["rows"].get(t)
+            cells.append(
+                "-"
+                if v is None
+                else f"{v['ins']:.2f} / {v['upd']:.2f} ({v['hot_upd']:.2f}) / {v['del']:.2f}"
+            )
+        if any("1" <= ch <= "9" for c in cells for ch in c):  # rows that round to zero go
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _commits_table(commits: dict[str, Any]) -> list[str]:
+    lines = [
+        "| connections | plain commits/s | per flush | flush ms"
+        " | notifying commits/s | per flush | flush ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, p in commits.items():
+        if not key.startswith("plain_"):
+            continue
+        n = commits["notify_" + key.removeprefix("plain_")]
+        lines.append(
+            f"| {p['clients']} | {p['commits_per_s']:,.0f} | {p['commits_per_sync'] or 0:.2f}"
+            f" | {p['sync_ms_each'] or 0:.2f} | {n['commits_per_s']:,.0f}"
+            f" | {n['commits_per_sync'] or 0:.2f} | {n['sync_ms_each'] or 0:.2f} |"
+        )
+    return lines
+
+
 def markdown(summary: dict[str, Any], modes: list[str]) -> str:
     """The tables of a summary (medians of the runs)."""
     lines: list[str] = []
     if modes:
-        rows = [
-            ("jobs/s (submit to last finish)", "jobs_per_s", 0),
-            ("WAL bytes", "wal_bytes", 0),
-            ("WAL records", "wal_records", 2),
-            ("WAL full-page images", "wal_fpi", 3),
-            ("WAL flushes (fsync)", "wal_syncs", 3),
-            ("mean WAL flush, ms", "wal_sync_ms_each", 3),
-            ("transactions committed", "commits", 2),
-            ("statements", "statements", 2),
-            ("notifications (s / f)", None, 3),
-            ("notification bytes", "note_bytes", 0),
-            ("server CPU, µs", "server_cpu_us", 0),
-            ("… in the runner's sessions, µs", "runner_sessions_cpu_us", 0),
-            ("… in the submitter's sessions, µs", "submitter_sessions_cpu_us", 0),
-            ("runner process CPU, µs", "runner_cpu_us", 0),
-            ("submitter process CPU, µs", "submitter_cpu_us", 0),
-        ]
-        if "vacuum_wal_bytes" in summary[modes[0]]:
-            rows += [("VACUUM afterwards: WAL bytes", "vacuum_wal_bytes", 0)]
-            rows += [("VACUUM afterwards: µs", "vacuum_us", 1)]
-        lines += ["| per job | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
-        for label, key, digits in rows:
-            cells = []
-            for m in modes:
-                r = summary[m]
-                if key is None:
-                    cells.append(f"{r['notes_s']:.{digits}f} / {r['notes_f']:.{digits}f}")
-                elif r.get(key) is None:
-                    cells.append("-")
-                else:
-                    cells.append(f"{r[key]:,.{digits}f}")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines += ["", "| rows per job (ins / upd (HOT) / del) | " + " | ".join(modes) + " |"]
-        lines.append("|---|" + "---:|" * len(modes))
-        tables = sorted({t for m in modes for t in summary[m]["rows"]})
-        for t in tables:
-            cells = []
-            for m in modes:
-                v = summary[m]["rows"].get(t)
-                cells.append(
-                    "-"
-                    if v is None
-                    else f"{v['ins']:.2f} / {v['upd']:.2f} ({v['hot_upd']:.2f}) / {v['del']:.2f}"
-                )
-            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        lines += [*_cost_table(summary, modes), "", *_rows_table(summary, modes)]
     if "commits" in summary:
-        lines += [
-            "",
-            "| connections | plain commits/s | per flush | notifying commits/s | per flush |",
-        ]
-        lines.append("|---:|---:|---:|---:|---:|")
-        c = summary["commits"]
-        for key in c:
-            if not key.startswith("plain_"):
-                continue
-            p, n = c[key], c["notify_" + key.removeprefix("plain_")]
-            lines.append(
-                f"| {p['clients']} | {p['commits_per_s']:,.0f} | {p['commits_per_sync'] or 0:.2f}"
-                f" | {n['commits_per_s']:,.0f} | {n['commits_per_sync'] or 0:.2f} |"
-            )
+        lines += ["", *_commits_table(summary["commits"])]
     return "\n".join(lines)
 
 
