@@ -28,6 +28,7 @@ __all__ = [
     "NAME_PATTERN",
     "BadJson",
     "BatchRequest",
+    "LimitRequest",
     "NewJob",
     "PauseRequest",
     "ScheduleRequest",
@@ -179,6 +180,28 @@ class PauseRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     job_type: Name | msgspec.UnsetType = msgspec.UNSET
     key: Name | msgspec.UnsetType = msgspec.UNSET
+
+
+#: The bounds shardq.flow checks; a JSON number without a fraction is an integer (5.0 too).
+_WHOLE: dict[str, Any] = {"type": "integer", "maximum": 1_000_000}
+Slots = Annotated[int | float, _rule("a positive integer", minimum=1, **_WHOLE)]
+
+
+class RateLimit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``count`` starts per ``per`` seconds, and up to ``burst`` more after a quiet spell."""
+
+    count: Slots
+    per: Annotated[float, _rule("the period in seconds", minimum=0.001, maximum=86_400)] = 1.0
+    burst: Annotated[int | float, _rule("extra starts at once", minimum=0, **_WHOLE)] = 0
+
+
+class LimitRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A job type's limits to change: null removes one, one left out stays as it is."""
+
+    concurrency: Slots | msgspec.UnsetType | None = msgspec.UNSET
+    key_concurrency: Slots | msgspec.UnsetType | None = msgspec.UNSET
+    rate: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
+    key_rate: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
 
 
 # -- responses ---------------------------------------------------------------------------
@@ -486,6 +509,20 @@ class Paused(_Body):
     schedules: list[str]
 
 
+class Limit(_Body):
+    """A job type's limits, pause and throttle, and what it uses now."""
+
+    job_type: str
+    concurrency: int | None
+    key_concurrency: int | None
+    rate: RateLimit | None
+    key_rate: RateLimit | None
+    paused: bool
+    throttled_until: Annotated[int | None, msgspec.Meta(description="Unix ms, if throttled")]
+    running: Annotated[int, msgspec.Meta(ge=0, description="jobs holding its slots now")]
+    tokens: Annotated[float | None, msgspec.Meta(description="starts its rate allows now")]
+
+
 class Health(_Body, omit_defaults=True):
     """Whether the service can do its work."""
 
@@ -516,6 +553,8 @@ BODIES: tuple[type[msgspec.Struct], ...] = (
     Schedule,
     SchedulePaused,
     Paused,
+    LimitRequest,
+    Limit,
     Health,
     Error,
 )

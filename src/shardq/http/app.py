@@ -28,6 +28,7 @@ from ..models import PRIORITIES, STATUSES, JobPayload, SubmitResult
 from ..schema import MAX_BATCH, BadJson, BatchRequest, SubmitRequest, WrongShape, decode
 from ..tasks import add_task_schemas
 from .inputs import ApiError, Query, as_object, invalid, only, path_id, require_empty
+from .limits import LimitEndpoints, limit_routes
 from .live import LiveFeed
 from .openapi import build_spec
 from .runners import cluster_json
@@ -433,6 +434,7 @@ def create_app(
         Route("/api/runners", r(api.runners), methods=["GET"]),
         Route("/api/events", r(api.events), methods=["GET"]),
         *schedule_routes(ScheduleEndpoints(jobs, api), r, w),
+        *limit_routes(LimitEndpoints(jobs, api), r, w),
     ]
 
     @contextlib.asynccontextmanager

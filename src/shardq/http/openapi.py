@@ -196,6 +196,61 @@ _SCHEDULE_PATHS: dict[str, Any] = {
     },
 }
 
+_JOB_TYPE = _param(
+    "job_type",
+    "path",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": NAME_PATTERN},
+    "a job type (a slash in it is sent as %2F)",
+)
+
+_LIMIT_PATHS: dict[str, Any] = {
+    "/api/limits": {
+        "get": {
+            "summary": "Every job type with controls: limits, pause, throttle, use now",
+            "operationId": "listLimits",
+            "description": (
+                "running counts the jobs holding the type's concurrency slots; tokens are the"
+                " starts its rate allows at once now (at most burst + 1); throttled_until is"
+                " the Unix ms a handler's Throttled holds the type until."
+            ),
+            "responses": {
+                "200": _json(
+                    _obj({"limits": {"type": "array", "items": _ref("Limit")}}),
+                    "every job type with controls, by type",
+                ),
+                **_errors(400, 401),
+            },
+        }
+    },
+    "/api/limits/{job_type}": {
+        "put": {
+            "summary": "Change a job type's limits",
+            "operationId": "putLimit",
+            "description": (
+                "A field given sets that limit, a field given as null removes it, and a field"
+                " left out stays as it is; every runner applies the change at once. The type"
+                " must be known (handled by a runner lately, or limited already): an unknown"
+                " type, a limit that is not a positive integer, or a rate with a count below"
+                " 1, a period out of range or a negative burst is a 400."
+            ),
+            "parameters": [_JOB_TYPE],
+            "requestBody": {
+                "required": True,
+                "description": "at least one field",
+                "content": {
+                    "application/json": {
+                        "schema": {"allOf": [_ref("LimitRequest"), {"minProperties": 1}]}
+                    }
+                },
+            },
+            "responses": {
+                "200": _json(_ref("Limit"), "the type's controls now"),
+                **_errors(*_WRITE),
+            },
+        }
+    },
+}
+
 _PATHS: dict[str, Any] = {
     "/healthz": {
         "get": {
@@ -401,14 +456,14 @@ def build_spec() -> dict[str, Any]:
                 "version": __version__,
                 "description": (
                     "Submit, inspect, cancel and replay jobs; manage schedules; pause and"
-                    " resume job types, keys and schedules. Every operation but /healthz"
+                    " resume job types, keys and schedules; set job types' limits. Every operation but /healthz"
                     " needs 'Authorization: Bearer <SHARDQ_API_TOKEN>' (/metrics also takes"
                     " the metrics token), and only configured host names are served. Bodies"
                     " are JSON only: UTF-8, no repeated keys, no NaN or Infinity."
                     ' Every error is {"error": {"reason": ..., "message": ...}}.'
                 ),
             },
-            "paths": {**_PATHS, **_SCHEDULE_PATHS},
+            "paths": {**_PATHS, **_SCHEDULE_PATHS, **_LIMIT_PATHS},
             "security": [{"bearer": []}],
             "components": {
                 "schemas": components(),
