@@ -325,7 +325,7 @@ class _Api:
 
     async def asset(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in ("app.js", "style.css", "chart.js", "operate.js"):
+        if name not in ("app.js", "style.css", "chart.js", "operate.js", "limits.js"):
             raise ApiError(404, "NotFound", f"no asset named {name!r}")
         return _static_file(name)
 

@@ -184,6 +184,12 @@ const EVENTS = {
 };
 
 let stream = null; // the AbortController of the open event stream
+// Other panels follow the stream too: each watcher gets every event's kind and data.
+const feedWatchers = [];
+
+function watchFeed(fn) {
+  feedWatchers.push(fn);
+}
 
 function setLive(text, on) {
   const live = $("live");
@@ -240,8 +246,10 @@ function onEvent(block, retry) {
     else if (field === "data") data.push(value);
     else if (field === "retry" && /^[0-9]+$/.test(value)) retry = Number(value);
   }
-  const handler = EVENTS[kind];
-  if (handler && data.length) handler(JSON.parse(data.join("\n")));
+  if (!data.length) return retry;
+  const parsed = JSON.parse(data.join("\n"));
+  if (EVENTS[kind]) EVENTS[kind](parsed);
+  for (const watch of feedWatchers) watch(kind, parsed);
   return retry;
 }
 
@@ -399,6 +407,9 @@ function showDetail(j) {
   $("d-priority").textContent = j.priority;
   $("d-attempts").textContent = j.attempts + " of " + j.max_attempts;
   $("d-key").textContent = j.key || "—";
+  // Why a queued job that is due does not start (paused, throttled, a limit), if it is held.
+  $("d-waiting").textContent = j.waiting || "";
+  for (const part of document.querySelectorAll("#detail .waiting")) part.hidden = !j.waiting;
   $("d-cancel").hidden = !ACTIVE.has(j.status);
   $("d-payload").textContent = JSON.stringify(j.payload, null, 2);
   $("d-result").textContent = j.result === null || j.result === undefined ? (j.error ? "error: " + j.error : "—") : JSON.stringify(j.result, null, 2);
