@@ -297,6 +297,8 @@ async def wait(args: argparse.Namespace) -> int:
         text += f"\nresult: {json.dumps(st.result)}"
     if st.error:
         text += f"\nerror: {st.error}"
+    if st.waiting:
+        text += f"\nwaiting: {st.waiting}"
     emit(args, st.to_dict(), text)
     return 0 if st.status == "complete" else 1
 
