@@ -9,7 +9,7 @@ const SHOWN_SCHEDULES = 200;
 const TICK_RELOAD_MIN = 2000;
 const TICK_RELOAD_MAX = 600000;
 
-const ops = { loads: 0, timer: null, spec: null, tasks: {}, fields: [] };
+const ops = { loads: 0, timer: null, overdueWait: 0, spec: null, tasks: {}, fields: [] };
 
 // -- schedules -----------------------------------------------------------------------------
 
@@ -60,14 +60,24 @@ async function loadSchedules() {
 }
 
 // A tick changes its schedule's last tick and job: load them again once the earliest tick
-// still ahead has passed (the database is read only then, not on a fixed beat).
+// still ahead has passed (the database is read only then, not on a fixed beat). A tick
+// already due that its runner has not fired yet (it is late, or away) is looked at again
+// after a wait that doubles each time.
 function reloadAfterNextTick(shown) {
   clearTimeout(ops.timer);
   const now = Date.now();
-  const ahead = shown.filter((s) => !s.paused && s.next_tick).map((s) => new Date(s.next_tick).getTime()).filter((t) => t > now);
-  if (!ahead.length) return;
-  const wait = Math.min(Math.max(Math.min(...ahead) - now + 500, TICK_RELOAD_MIN), TICK_RELOAD_MAX);
-  ops.timer = setTimeout(loadSchedules, wait);
+  const ticks = shown.filter((s) => !s.paused && s.next_tick).map((s) => new Date(s.next_tick).getTime());
+  if (!ticks.length) return;
+  const ahead = ticks.filter((t) => t > now);
+  let wait;
+  if (ahead.length < ticks.length) {
+    ops.overdueWait = Math.min(ops.overdueWait * 2 || TICK_RELOAD_MIN, TICK_RELOAD_MAX);
+    wait = ops.overdueWait;
+  } else {
+    ops.overdueWait = 0;
+  }
+  if (ahead.length) wait = Math.min(wait || Infinity, Math.min(...ahead) - now + 500);
+  ops.timer = setTimeout(loadSchedules, Math.min(Math.max(wait, TICK_RELOAD_MIN), TICK_RELOAD_MAX));
 }
 
 async function holdSchedule(name, toggle) {
