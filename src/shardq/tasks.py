@@ -53,6 +53,7 @@ __all__ = [
     "TaskOptions",
     "TaskSupport",
     "add_task_schemas",
+    "task_of",
     "task_schemas",
 ]
 
@@ -333,6 +334,12 @@ def _signature(fn: Callable[..., Any], job_type: str) -> tuple[Any, Any]:
             None, f"task {job_type!r}: annotate the payload argument {name!r} with its type"
         )
     return hints[name], hints.get("return", Any)
+
+
+def task_of(jobs: JobService, job_type: str) -> Task[Any, Any] | None:
+    """The typed task that handles ``job_type`` in ``jobs``, if one does."""
+    task = getattr(jobs.handlers.get(job_type), _TASK_ATTR, None)
+    return task if isinstance(task, Task) else None
 
 
 def task_schemas(jobs: JobService) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:

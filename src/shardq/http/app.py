@@ -26,7 +26,7 @@ from ..errors import JobError
 from ..jobs import JobService
 from ..models import PRIORITIES, STATUSES, JobPayload, SubmitResult
 from ..schema import MAX_BATCH, BadJson, BatchRequest, SubmitRequest, WrongShape, decode
-from ..tasks import add_task_schemas
+from ..tasks import add_task_schemas, task_of
 from .inputs import ApiError, Query, as_object, invalid, only, path_id, require_empty
 from .limits import LimitEndpoints, limit_routes
 from .live import LiveFeed
@@ -141,7 +141,12 @@ class _Api:
         return guarded
 
     async def store(self, specs: list[JobPayload], delay: float) -> list[SubmitResult]:
-        """Submit ``specs``; what the service cannot even check is a refusal too."""
+        """Submit ``specs``; what the service cannot even check is a refusal too. A typed
+        task's payload must fit its declared type (as ``Task.submit`` checks in Python)."""
+        for spec in specs:
+            task = task_of(self.jobs, spec.type)
+            if task is not None:
+                task.payload_codec.decode(spec.payload)
         try:
             return await self.jobs.submit_many(specs, delay=delay)
         except RecursionError:
