@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
+import time
+from collections import deque
 
 from .._internal.attempts import Attempt, AttemptRunner
 from .._internal.capacity import WeightedPicker
@@ -59,7 +61,15 @@ class Dispatcher:
         self.running = running
         self.cancel_pending = cancel_pending
         self._wake = wake
-        self.free = concurrency
+        self._concurrency = concurrency
+        # Jobs started ahead of a free handler slot (about one step's worth): a slot that
+        # frees runs one of them at once, instead of after the round trip of the step that
+        # writes its outcome and starts its next job (the largest loss of a slot's cycle).
+        self._ahead = concurrency // 4
+        self.free = concurrency + self._ahead
+        #: Handlers running now (at most ``concurrency``), and started jobs waiting for one.
+        self.handling = 0
+        self._waiting: deque[Attempt] = deque()
         # Slots that only critical jobs may take, so that one arriving behind a backlog of
         # lower priorities starts at once instead of waiting for a running job to finish.
         self._reserve = concurrency // 16
@@ -224,7 +234,7 @@ class Dispatcher:
             self._backlog.gates.hold(done.held)
         if starts:
             self._launch(starts, done.started, done.held)
-        self._instruments.running(len(self.running))
+        self._instruments.running(self.handling)
         if self._outcomes.pending or (self.free > 0 and any(self._backlog.windows.ready)):
             self._wake.set()
 
@@ -384,11 +394,52 @@ class Dispatcher:
             self.running[row.id] = attempt
             if loading:
                 windows.note_started(row.id)
-            attempt.task = loop.create_task(self._attempts.run(attempt))
+            if self.handling < self._handler_slots(row.priority):
+                self._begin(attempt, loop)
+            else:
+                self._waiting.append(attempt)
             if row.id in self.cancel_pending:
                 self.cancel_pending.discard(row.id)
                 self.interrupt(row.id)
             self._outcomes.transition(row.id, "processing")
+
+    def _begin(self, attempt: Attempt, loop: asyncio.AbstractEventLoop) -> None:
+        self.handling += 1
+        attempt.started = time.perf_counter()
+        attempt.task = loop.create_task(self._attempts.run(attempt))
+
+    def _handler_slots(self, priority: int) -> int:
+        """The handler slots a job of ``priority`` may take: the reserve's last ones only
+        critical jobs (so one started ahead never waits behind lower priorities)."""
+        return self._concurrency if priority == 0 else self._concurrency - self._reserve
+
+    def handler_done(self) -> None:
+        """A handler ended: its slot runs the next job started ahead, if one waits (a
+        critical one first)."""
+        self.handling -= 1
+        waiting = self._waiting
+        if not waiting or self.handling >= self._concurrency:
+            return
+        pick = next((a for a in waiting if a.job.priority == 0), None)
+        if pick is None and self.handling < self._concurrency - self._reserve:
+            pick = waiting[0]
+        if pick is not None:
+            waiting.remove(pick)
+            self._begin(pick, asyncio.get_running_loop())
+
+    def give_back_waiting(self) -> None:
+        """The jobs started ahead end without running (queued again at once): the runner
+        stops, or their shards are being handed over (``Attempt.shutdown`` set)."""
+        loop = asyncio.get_running_loop()
+        keep: deque[Attempt] = deque()
+        while self._waiting:
+            attempt = self._waiting.popleft()
+            if attempt.shutdown or attempt.cancel_requested or self.stopping:
+                attempt.shutdown = attempt.shutdown or not attempt.cancel_requested
+                self._begin(attempt, loop)
+            else:
+                keep.append(attempt)
+        self._waiting = keep
 
     def _release(self, job_id: int, key: str | None) -> None:
         self.free += 1
@@ -409,6 +460,8 @@ class Dispatcher:
         if not attempt.cancel_requested:
             attempt.cancel_requested = True
             attempt.ctx.cancel()
-            if attempt.task is not None and attempt.begun:
+            if attempt.task is None:
+                self.give_back_waiting()  # started ahead: it ends now, cancelled
+            elif attempt.begun:
                 attempt.task.cancel()
         return True

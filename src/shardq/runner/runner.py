@@ -21,7 +21,7 @@ from .._internal.attempts import Attempt, AttemptRunner, Handler
 from .._internal.tasks import cancel_and_wait
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import Config
-from ..drivers.base import Driver, EventKind, JobRef, Ownership
+from ..drivers.base import Driver, EventKind, JobRef, Outcome, Ownership
 from ..ids import Snowflake
 from ..observe import Metrics
 from .backlog import Backlog
@@ -75,7 +75,7 @@ class Runner:
             ids,
             context_vars,
             threads=min(32, config.concurrency),
-            finished=self._outcomes.finished,
+            finished=self._finished,
             clock=clock,
             handled_elsewhere=self._handled_elsewhere,
         )
@@ -160,8 +160,13 @@ class Runner:
         await self._ownership.stop()
         self._attempts.shutdown()
 
+    def _finished(self, outcome: Outcome, attempt: Attempt) -> None:
+        self._dispatch.handler_done()
+        self._outcomes.finished(outcome, attempt)
+
     async def _drain(self, timeout: float) -> None:
         """Let running handlers finish for up to ``timeout``; interrupt the rest."""
+        self._dispatch.give_back_waiting()
         tasks = [a.task for a in self._running.values() if a.task is not None]
         if not tasks:
             return
@@ -176,11 +181,10 @@ class Runner:
     def _shut_down(attempt: Attempt) -> None:
         """Interrupt ``attempt`` because this runner stops serving its job (it is queued
         again, not cancelled)."""
-        if attempt.task is not None:
-            attempt.shutdown = True
-            attempt.ctx.cancel()
-            if attempt.begun:
-                attempt.task.cancel()
+        attempt.shutdown = True
+        attempt.ctx.cancel()
+        if attempt.task is not None and attempt.begun:
+            attempt.task.cancel()
 
     async def _handled_elsewhere(self, job_type: str) -> bool:
         """True if some runner has had a handler for ``job_type`` within the grace period."""
@@ -195,7 +199,7 @@ class Runner:
     @property
     def running_count(self) -> int:
         """Handlers running now."""
-        return len(self._running)
+        return self._dispatch.handling
 
     # -- work arriving -------------------------------------------------------------------
 
@@ -268,6 +272,7 @@ class Runner:
             for attempt in list(self._running.values()):
                 if attempt.job.shard in lost:
                     self._shut_down(attempt)
+            self._dispatch.give_back_waiting()
             self._backlog.forget_shards(lost)
         self._scheduler.shards_changed(acquired, lost)
         if acquired:
