@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._internal.validation import check_name, show
 from .drivers.base import LimitRecord, RateSpec
 from .errors import JobError
+from .schedules import schedule_shard
 
 if TYPE_CHECKING:
     from .jobs import JobService
@@ -264,6 +265,8 @@ class FlowSupport:
                 raise _invalid(f"schedule must be a non-empty string, got {show(value)}")
             if not await jobs.driver.schedules.set_paused(value, paused, now):
                 raise JobError("NotFound", None, message=f"no schedule named {value!r}")
+            if jobs._runner is not None:
+                await jobs._runner.reload_schedules([schedule_shard(value, jobs.config.shards)])
             return
         check_name("job type" if what == "job_type" else "key", value)
         assert isinstance(value, str)

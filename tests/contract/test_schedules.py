@@ -303,3 +303,32 @@ async def test_bad_input_says_what_is_wrong_and_changes_nothing(
         with pytest.raises(JobError, match="invalid cron expression"):
             jobs.cron("bad", name="x")
         assert await jobs.schedules() == before
+
+
+async def test_a_paused_schedule_fires_nothing_and_goes_on_from_its_next_tick(
+    make_service: ServiceFactory,
+) -> None:
+    clock = FakeClock(START)
+    jobs = make_service(clock=clock)
+    ran: list[str] = []
+
+    @jobs.every(60, name="tick")
+    async def tick(payload: Any) -> None:
+        ran.append(current_job().job_id)
+
+    async with jobs:
+        await clock.advance(60)
+        await until(lambda: len(ran) == 1, "the first tick's job")
+        await until(lambda: handled_through(jobs, "tick", START + 60_000), "its record")
+        await jobs.pause(schedule="tick")
+        (s,) = await jobs.schedules()
+        assert s.paused and (await jobs.paused()).schedules == ["tick"]
+        for _ in range(3):  # three ticks pass while paused
+            await clock.advance(60)
+        await jobs.resume(schedule="tick")
+        assert not (await jobs.schedules())[0].paused
+        # The ticks of the pause are not misfires: the next job is the next tick's.
+        await clock.advance(60)
+        await until(lambda: len(ran) == 2, "the tick after the resume")
+        await until(lambda: handled_through(jobs, "tick", START + 300_000), "its record")
+        assert await ticks(jobs) == [START + 60_000, START + 300_000]

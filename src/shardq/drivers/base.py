@@ -269,8 +269,9 @@ class ScheduleStore(Protocol):
         """Remove a schedule; False if there was none of that name."""
 
     async def set_paused(self, name: str, paused: bool, now: int) -> bool:
-        """Pause or resume a schedule (a paused one fires no tick); False if there is none
-        of that name."""
+        """Pause or resume a schedule (a paused one fires no tick, and once resumed goes on
+        from its next tick after ``now``: the ticks of the pause are not misfires); False if
+        there is none of that name."""
 
     async def get(self, name: str) -> ScheduleRecord | None:
         """One schedule, or None."""

@@ -230,6 +230,10 @@ class Runner:
             self._backlog.gates.slot_freed()
         self._wake.set()
 
+    async def reload_schedules(self, shards: Collection[int]) -> None:
+        """Apply a change of the schedules of ``shards`` that this process made."""
+        await self._scheduler.reload(shards)
+
     async def reload_controls(self) -> None:
         """Read the controls again now (this process changed them)."""
         await self._backlog.gates.load()

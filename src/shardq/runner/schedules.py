@@ -72,6 +72,8 @@ class Scheduler:
         self._due: set[str] = set()
         # Shards whose schedules are read again in the next step (None: every owned one).
         self._reload: set[int] | None = set()
+        # One read of the schedules at a time: the last read armed is the freshest.
+        self._loading = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -179,8 +181,18 @@ class Scheduler:
                 retry = min(retry * 2, _RETRY_MAX)
                 self._wake.set()
 
+    async def reload(self, shards: Collection[int]) -> None:
+        """Read the schedules of ``shards`` and arm them afresh now (this process changed
+        them: the change applies before the call that made it returns)."""
+        self._reload = None if self._reload is None else self._reload | set(shards)
+        await self._load()
+
     async def _load(self) -> None:
         """Read the schedules of the shards marked for reloading and arm them afresh."""
+        async with self._loading:
+            await self._load_marked()
+
+    async def _load_marked(self) -> None:
         wanted, self._reload = self._reload, set()
         owned = self._ownership.owned()
         if wanted is None:

@@ -107,7 +107,9 @@ class PostgresSchedules:
     async def set_paused(self, name: str, paused: bool, now: int) -> bool:
         async with self._pool().acquire() as c, c.transaction():
             shard = await c.fetchval(
-                "UPDATE schedules SET paused = $2, updated_at = $3 WHERE name = $1 RETURNING shard",
+                "UPDATE schedules SET paused = $2, updated_at = $3,"
+                " after_ms = CASE WHEN $2 THEN after_ms ELSE greatest(after_ms, $3) END"
+                " WHERE name = $1 RETURNING shard",
                 name,
                 paused,
                 now,

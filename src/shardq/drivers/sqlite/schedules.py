@@ -107,7 +107,9 @@ class SQLiteSchedules:
     async def set_paused(self, name: str, paused: bool, now: int) -> bool:
         def run(c: sqlite3.Connection) -> int | None:
             row = c.execute(
-                "UPDATE schedules SET paused = ?, updated_at = ? WHERE name = ? RETURNING shard",
+                "UPDATE schedules SET paused = ?1, updated_at = ?2,"
+                " after_ms = CASE WHEN ?1 THEN after_ms ELSE max(after_ms, ?2) END"
+                " WHERE name = ?3 RETURNING shard",
                 (int(paused), now, name),
             ).fetchone()
             return None if row is None else int(row[0])
