@@ -151,6 +151,7 @@ class Dispatcher:
         if self._unconfirmed:
             await self._undo_unconfirmed(now)
         if not self.stopping:
+            await self._backlog.gates.settled()
             await self._backlog.catch_up(now)
             self._backlog.promote_due(now)
             if self._backlog.gates.active:
@@ -298,6 +299,7 @@ class Dispatcher:
     async def _start_urgent(self) -> None:
         """The task form of ``_advance_urgent``, beside a step in flight."""
         try:
+            await self._backlog.gates.settled()
             await self._advance_urgent(self._clock.now_ms())
         except Exception:
             # The picks are back in memory; the next step starts them.

@@ -69,6 +69,8 @@ class Gates:
         self._writes: set[asyncio.Task[None]] = set()
         #: True while any control is in force (the pick skips every check otherwise).
         self.active = False
+        #: A read of the controls in flight (another process changed them).
+        self.loading: asyncio.Future[None] | None = None
 
     # -- what is in force ----------------------------------------------------------------
 
@@ -89,6 +91,13 @@ class Gates:
             or self._skipped
         )
         self._wake.set()
+
+    async def settled(self) -> None:
+        """Wait for a read of the controls in flight. Notifications arrive in commit order:
+        a step that handles jobs announced after a pause (or a new limit) must see it."""
+        loading = self.loading
+        if loading is not None and not loading.done():
+            await asyncio.wait([loading])
 
     def _type_held(self, job_type: str) -> bool:
         rec = self._controls.get(job_type)

@@ -244,6 +244,7 @@ class Runner:
             self._controls_again = True
             return
         self._controls_load = asyncio.get_running_loop().create_task(self._load_controls())
+        self._backlog.gates.loading = self._controls_load
 
     async def _load_controls(self) -> None:
         while True:
