@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import math
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +29,8 @@ _QUEUE_SIZE = 64
 _KEEPALIVE_S = 15.0
 _RESYNC_MIN_S = 2.0
 _READ_ONLY_RESYNC_S = 5.0
+#: Seconds a burst of transitions is gathered for before it is pushed as one message.
+_COALESCE_S = 0.05
 
 
 def _sum_samples(metric: Collector, suffix: str) -> float:
@@ -98,11 +99,13 @@ class LiveFeed:
     """Counts, throughput and latency of one JobService, pushed to any number of subscribers.
 
     ``interval`` is the seconds between samples of the charts; ``history`` how many samples
-    are kept for a dashboard that connects later.
+    are kept for a dashboard that connects later. Times and intervals are the service's
+    (``jobs.clock``): a ``FakeClock`` moves the feed's samples with the rest of the service.
     """
 
     def __init__(self, jobs: JobService, *, interval: float = 1.0, history: int = 300) -> None:
         self._jobs = jobs
+        self._clock = jobs.clock
         self.interval = interval
         self._series: deque[dict[str, Any]] = deque(maxlen=history)
         self._subscribers: set[asyncio.Queue[str | None]] = set()
@@ -113,7 +116,9 @@ class LiveFeed:
         self._baseline_at = 0.0
         self._pending: list[dict[str, str]] = []
         self._dropped = 0
+        # Set by a transition (``_moved`` too) and by the timer of the next sample.
         self._wake = asyncio.Event()
+        self._moved = False
         self._task: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
         self._closed = False
@@ -129,6 +134,7 @@ class LiveFeed:
             self._pending.append({"id": job_id, "status": status})
         else:
             self._dropped += 1
+        self._moved = True
         self._wake.set()
 
     def note_replayed(self, count: int = 1) -> None:
@@ -139,6 +145,7 @@ class LiveFeed:
         """Jobs were submitted through this process: push them to the dashboards now."""
         for job_id in job_ids[: _MAX_TRANSITIONS - len(self._pending)]:
             self._pending.append({"id": job_id, "status": "queued"})
+        self._moved = True
         self._wake.set()
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -155,7 +162,7 @@ class LiveFeed:
 
     async def resync(self, *, force: bool = False) -> None:
         """Re-read the counts from the database (at most every few seconds unless forced)."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if not force and now - self._baseline_at < _RESYNC_MIN_S:
             return
         self._baseline_at = now
@@ -205,8 +212,8 @@ class LiveFeed:
     def _raw(self) -> dict[str, Any]:
         m = self._jobs.metrics
         return {
-            "t": time.time(),
-            "mono": time.monotonic(),
+            "t": self._clock.now_ms() / 1000,
+            "mono": self._clock.monotonic(),
             "finished": dict(self._finished),
             "submitted": _sum_samples(m.enqueued, "_total"),
             "started": _sum_samples(m.started, "_total"),
@@ -270,7 +277,7 @@ class LiveFeed:
     def snapshot(self) -> dict[str, Any]:
         """Everything a dashboard needs to draw itself, without the series."""
         return {
-            "time": round(time.time(), 3),
+            "time": round(self._clock.now_ms() / 1000, 3),
             "source": "runner" if self._jobs.runs_jobs else "database",
             **self.counts(),
             "throughput": self.throughput(),
@@ -294,6 +301,8 @@ class LiveFeed:
             yield _event("hello", {**self.snapshot(), "series": self.series()})
             while not self._closed:
                 try:
+                    # Real time, not the service's: the keep-alive is for the connection
+                    # (proxies close one idle too long), whatever the service's clock says.
                     async with asyncio.timeout(_KEEPALIVE_S):
                         msg = await q.get()
                 except TimeoutError:
@@ -337,23 +346,20 @@ class LiveFeed:
                     q.get_nowait()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time() + self.interval
-        next_resync = loop.time() + _READ_ONLY_RESYNC_S
+        clock = self._clock
+        next_tick = clock.monotonic() + self.interval
+        next_resync = clock.monotonic() + _READ_ONLY_RESYNC_S
         while not self._closed:
-            try:
-                async with asyncio.timeout(max(0.0, next_tick - loop.time())):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            if self._wake.is_set():
+            await self._wait(next_tick - clock.monotonic())
+            if self._moved:
                 # Coalesce a burst of transitions into one message.
-                await asyncio.sleep(0.05)
+                await clock.sleep(_COALESCE_S)
+                self._moved = False
                 self._wake.clear()
                 pending, self._pending = self._pending, []
                 dropped, self._dropped = self._dropped, 0
                 self._publish("jobs", {"transitions": pending, "dropped": dropped, **self.counts()})
-            now = loop.time()
+            now = clock.monotonic()
             if now >= next_tick:
                 next_tick = max(next_tick + self.interval, now)
                 if not self._jobs.runs_jobs and now >= next_resync:
@@ -364,6 +370,17 @@ class LiveFeed:
                 point = self._sample()
                 self._publish("tick", {"point": point, **self.snapshot()})
                 await self._publish_runners()
+
+    async def _wait(self, seconds: float) -> None:
+        """Until a transition, or ``seconds`` of the service's clock."""
+        if self._moved:
+            return
+        self._wake.clear()
+        timer = self._clock.call_later(seconds, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
 
 
 def _event(kind: str, data: dict[str, Any]) -> str:
