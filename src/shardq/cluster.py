@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ._internal.validation import check_name, show
+from .clock import SYSTEM_CLOCK, Clock
 from .drivers.base import Driver, Ownership
 from .drivers.postgres import PostgresDriver
 from .drivers.postgres.shard_locks import (
@@ -153,13 +153,21 @@ def _time(ms: int) -> datetime:
 
 class LoadMeter:
     """What a runner publishes with each heartbeat: (running, capacity, jobs finished per
-    second over the time since the previous sample of at least ``window`` seconds)."""
+    second over the time since the previous sample of at least ``window`` seconds of
+    ``clock``)."""
 
-    def __init__(self, metrics: Metrics, capacity: int, window: float = 0.5) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        capacity: int,
+        window: float = 0.5,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self._metrics = metrics
         self._capacity = capacity
         self._window = window
-        self._last = (time.monotonic(), self._finished())
+        self._monotonic = clock.monotonic
+        self._last = (clock.monotonic(), self._finished())
         self._rate = 0.0
 
     def _finished(self) -> float:
@@ -169,7 +177,7 @@ class LoadMeter:
 
     def sample(self) -> tuple[int, int, float]:
         """(handlers running now, concurrency, jobs finished per second lately)."""
-        now, done = time.monotonic(), self._finished()
+        now, done = self._monotonic(), self._finished()
         then, before = self._last
         if now - then >= self._window:
             self._rate = round((done - before) / (now - then), 2)
@@ -290,7 +298,7 @@ class ClusterSupport(TaskSupport):
     def _ownership(self, driver: Driver) -> Ownership:
         """The shard ownership of this service's runner, publishing its load."""
         jobs = cast("JobService", self)
-        self._meter = LoadMeter(jobs.metrics, jobs.config.concurrency)
+        self._meter = LoadMeter(jobs.metrics, jobs.config.concurrency, clock=jobs.clock)
         self._started_ms = jobs.clock.now_ms()
         own = driver.ownership(jobs.runner_id, jobs.config.shards)
         if isinstance(own, ShardLocks):
@@ -314,7 +322,7 @@ class ClusterSupport(TaskSupport):
     def _embedded(self, this: str | None) -> ClusterView:
         jobs = cast("JobService", self)
         shards = jobs.config.shards
-        now = datetime.now(UTC)
+        now = _time(jobs.clock.now_ms())
         if this is None or self._meter is None:
             return ClusterView(
                 "embedded", shards, [], [None] * shards, [], [], now, None,
