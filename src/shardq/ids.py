@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from ._internal.clock import now_ms
+from .clock import SYSTEM_CLOCK
 
 #: Milliseconds since the Unix epoch of 2025-01-01T00:00:00Z, the Snowflake epoch.
 EPOCH_MS = 1_735_689_600_000
@@ -20,7 +20,8 @@ class Snowflake:
 
     Ids from one generator strictly increase, even if the wall clock steps back; up to 4,096
     are issued per millisecond, after which the generator moves on to the next millisecond.
-    Generators with different ``machine_id`` never collide.
+    Generators with different ``machine_id`` never collide. ``clock`` gives the wall time in
+    Unix milliseconds (by default the system clock's, ``shardq.clock.SYSTEM_CLOCK.now_ms``).
     """
 
     __slots__ = ("_clock", "_last_ms", "_lock", "_machine", "_sequence")
@@ -32,7 +33,7 @@ class Snowflake:
         self._last_ms = 0
         self._sequence = 0
         self._lock = threading.Lock()
-        self._clock: Callable[[], int] = clock or now_ms
+        self._clock: Callable[[], int] = clock or SYSTEM_CLOCK.now_ms
 
     @property
     def machine_id(self) -> int:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from shardq.clock import SYSTEM_CLOCK, FakeClock
 from shardq.ids import EPOCH_MS, MAX_SEQUENCE, Snowflake, machine_of, timestamp_ms
 
 
@@ -42,3 +43,15 @@ def test_generators_on_different_machines_never_collide() -> None:
 def test_machine_id_out_of_range_is_refused(bad: int) -> None:
     with pytest.raises(ValueError, match="machine_id"):
         Snowflake(bad)
+
+
+def test_by_default_ids_carry_the_system_clock_time() -> None:
+    before = SYSTEM_CLOCK.now_ms()
+    made = Snowflake(3).next()
+    after = SYSTEM_CLOCK.now_ms()
+    assert before <= timestamp_ms(made) <= after
+
+
+def test_ids_follow_a_fake_clock() -> None:
+    clock = FakeClock(now_ms=EPOCH_MS + 86_400_000)
+    assert timestamp_ms(Snowflake(3, clock.now_ms).next()) == EPOCH_MS + 86_400_000
