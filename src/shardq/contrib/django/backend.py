@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils.module_loading import import_string
 
+from ...clock import SYSTEM_CLOCK, Clock
 from ...errors import JobError
 from ...jobs import JobService
 from ...models import JobStatusResponse, Priority
@@ -136,11 +137,13 @@ class ShardqBackend(BaseTaskBackend):
         """Store the task's job; inside ``transaction.atomic()`` on the shardq database,
         in Django's own transaction."""
         self.validate_task(task)
+        conn = self._atomic_connection()  # first: it refuses to start the service in there
+        jobs = self.jobs
         delay = 0.0
         if task.run_after is not None:
-            delay = max(0.0, (task.run_after - dt.datetime.now(dt.UTC)).total_seconds())
-        conn = self._atomic_connection()  # first: it refuses to start the service in there
-        job_id = self.jobs.submit_sync(
+            # On the service's clock: the job's due time is its clock's now plus the delay.
+            delay = max(0.0, (task.run_after - _now(jobs.clock)).total_seconds())
+        job_id = jobs.submit_sync(
             task.module_path,
             {"args": list(args), "kwargs": dict(kwargs)},
             priority=priority_of(task.priority),
@@ -149,7 +152,7 @@ class ShardqBackend(BaseTaskBackend):
             conn=conn,
         )
         assert isinstance(job_id, str)
-        now = dt.datetime.now(dt.UTC)
+        now = _now(jobs.clock)
         return _result(task, job_id, TaskResultStatus.READY, args, kwargs, self.alias, now)
 
     def start(self) -> JobService:
@@ -227,6 +230,10 @@ class ShardqBackend(BaseTaskBackend):
         return result
 
 
+def _now(clock: Clock) -> dt.datetime:
+    return dt.datetime.fromtimestamp(clock.now_ms() / 1000, dt.UTC)
+
+
 def _stop(jobs: JobService) -> None:
     # At exit the thread pools may already refuse work: what cannot be closed then goes with
     # the process.
@@ -274,10 +281,17 @@ def _result(
 
 
 def context_for(
-    task: Task[Any, Any], job_id: str, attempt: int, args: Any, kwargs: Any
+    task: Task[Any, Any],
+    job_id: str,
+    attempt: int,
+    args: Any,
+    kwargs: Any,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> TaskContext:
-    """The ``TaskContext`` of a running job (its ``attempt``-th), for tasks that take one."""
-    now = dt.datetime.now(dt.UTC)
+    """The ``TaskContext`` of a running job (its ``attempt``-th), for tasks that take one;
+    its times are ``clock``'s now (the clock of the service running the job)."""
+    now = _now(clock)
     result = _result(
         task, job_id, TaskResultStatus.RUNNING, args, kwargs, task.backend, now,
         started=now, last=now, attempts=attempt,
