@@ -1,4 +1,5 @@
-"""What a runner measures, recorded in one place: starts, outcomes, queue depth, failed steps."""
+"""What a runner measures, recorded in one place: submits of its own (a schedule's ticks),
+starts, outcomes, queue depth, failed steps."""
 
 from __future__ import annotations
 
@@ -63,6 +64,13 @@ class Instruments:
         for p in range(len(PRIORITIES)):
             self._depth[p] = counts.get(p, 0)
             self._depth_gauges[p].set(self._depth[p])
+
+    # -- submits ---------------------------------------------------------------------------
+
+    def submitted(self, job_type: str, priority: int) -> None:
+        """The runner submitted a new job of ``job_type`` and ``priority`` (a schedule's tick;
+        a duplicate of a retained job is not one)."""
+        self._child(self._m.enqueued, job_type, PRIORITIES[priority]).inc()
 
     # -- attempts --------------------------------------------------------------------------
 

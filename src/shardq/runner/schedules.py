@@ -24,9 +24,9 @@ from ..config import Config
 from ..drivers.base import Driver, FiredTick, JobRef, NewJob, Ownership, ScheduleRecord
 from ..entity import job_entity
 from ..ids import Snowflake
-from ..models import PRIORITIES
 from ..observe import Metrics
 from ..schedules import ScheduleSpec, declared_in, record_of, schedule_shard, spec_of
+from .instruments import Instruments
 
 log = logging.getLogger("shardq.schedules")
 
@@ -66,7 +66,8 @@ class Scheduler:
         self._ids = ids
         self._ownership = ownership
         self._handlers = handlers
-        self._metrics = metrics
+        # Over the runner's metrics: a scheduler records only the jobs it submits.
+        self._instruments = Instruments(metrics)
         self._offer = offer
         self._armed: dict[str, _Armed] = {}
         self._due: set[str] = set()
@@ -273,7 +274,7 @@ class Scheduler:
                 armed.last_job_id = job_id
             if not duplicate:
                 fresh.append(JobRef(job.id, job.priority, job.run_at, job.key, job.shard, job.type))
-                self._metrics.enqueued.labels(job.type, PRIORITIES[job.priority]).inc()
+                self._instruments.submitted(job.type, job.priority)
         return fresh
 
     def _job(self, spec: ScheduleSpec, tick: int, now: int) -> NewJob:
