@@ -14,7 +14,7 @@ from shardq import FakeClock, JobService
 from shardq.drivers._sql import migrations
 from shardq.drivers.base import Outcome
 from shardq.drivers.postgres import PostgresDriver
-from shardq.drivers.postgres.payloads import submitted_payloads
+from shardq.drivers.postgres.payloads import job_channel, submitted_notes
 from shardq.drivers.postgres.shard_locks import ShardLocks
 from tests.rows import new_job
 
@@ -35,11 +35,30 @@ async def driver(pg_url: str) -> AsyncIterator[PostgresDriver]:
 
 def test_notification_payloads_stay_small() -> None:
     jobs = [new_job(10**18 + i, shard=i % 300, key="k" * 255) for i in range(100)]
-    payloads = submitted_payloads(jobs)
-    assert len(payloads) > 1
+    channels, payloads = submitted_notes(jobs, by_shard=False)
+    assert len(payloads) > 1 and set(channels) == {"shardq_jobs"}
     assert all(len(p.encode()) < 8000 for p in payloads)
     assert sum(len(json.loads(p[1:])) for p in payloads) == 100
-    assert submitted_payloads([new_job(10**18 + i) for i in range(5000)]) == ["r"]
+    many = [new_job(10**18 + i, shard=i % 300) for i in range(5000)]
+    assert submitted_notes(many, by_shard=False) == (["shardq_jobs"], ["r"])
+    assert submitted_notes(many, by_shard=True) == (["shardq_jobs"], ["r"])
+
+
+def test_a_submit_over_few_shards_is_announced_on_their_channels() -> None:
+    jobs = [new_job(10**18 + i, shard=i % 3) for i in range(9)]
+    channels, payloads = submitted_notes(jobs, by_shard=True)
+    assert (
+        sorted(channels)
+        == [job_channel(s) for s in range(3)]
+        == [f"shardq_jobs_{s}" for s in range(3)]
+    )
+    for ch, p in zip(channels, payloads, strict=True):
+        assert {item[1] for item in json.loads(p[1:])} == {int(ch.rsplit("_", 1)[1])}
+    assert sorted(item[0] for p in payloads for item in json.loads(p[1:])) == [j.id for j in jobs]
+    # Over many shards, one shared announcement costs less than a notification per shard.
+    wide = [new_job(10**18 + i, shard=i) for i in range(40)]
+    channels, payloads = submitted_notes(wide, by_shard=True)
+    assert set(channels) == {"shardq_jobs"} and len(payloads) == 1
 
 
 async def test_migrations_are_applied_once_by_concurrent_starters(pg_url: str) -> None:

@@ -46,11 +46,22 @@ class Heard:
 
 
 @pytest.fixture
-def heard(driver: Driver) -> Heard:
-    """What the runner-side driver hears."""
+async def heard(driver: Driver) -> AsyncIterator[Heard]:
+    """What the runner-side driver hears as runner ``A``, the owner of shards 0 to 7 (a
+    runner hears of the submits to the shards it owns)."""
     handler = Heard()
     driver.listen(handler)
-    return handler
+    owner = driver.ownership("A", 8)
+
+    async def changed(gained: set[int], lost: set[int]) -> None:
+        return None
+
+    await owner.start(changed)
+    assert set(owner.owned() or range(8)) == set(range(8))
+    try:
+        yield handler
+    finally:
+        await owner.stop()
 
 
 @pytest.fixture

@@ -503,7 +503,10 @@ class Driver(Protocol):
         storage refused what it was given."""
 
     def listen(self, handler: EventHandler) -> None:
-        """Deliver other processes' notifications to ``handler`` (on the event loop)."""
+        """Deliver other processes' notifications to ``handler`` (on the event loop): of a
+        runner, the jobs submitted to the shards it owns (once its ``ownership`` started),
+        rescans, cancels, schedule and control changes; of every process, finished jobs
+        where the engine ``announces_finished``."""
 
     def keep_watching(self) -> None:
         """Renew this process's subscription to finished-job announcements, where the engine

@@ -2,7 +2,8 @@
 
 Every batch is one statement over arrays (``unnest``), so a batch insert, a start batch and a
 finish batch are one round trip each. A submitting transaction carries its own ``NOTIFY``;
-every process ``LISTEN``s on one dedicated connection. Shard ownership is in ``shard_locks``.
+every process ``LISTEN``s on one dedicated connection, a runner also on the channels of its
+shards (``hearing``). Shard ownership is in ``shard_locks``.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ from ..base import (
     job_refs,
 )
 from .controls import PostgresControls, admit_starts, settle_starts
+from .hearing import Hearing
 from .inserts import DEDUPE_TRIES, insert_dedupe, insert_within, plain_insert
 from .notifier import Notifier
-from .payloads import submitted_payloads
+from .payloads import shared_notes, submitted_notes
 from .schedules import PostgresSchedules
-from .shard_locks import ShardLocks
+from .shard_locks import MEMBERS_CHANNEL, ShardLocks
 from .statements import (
     CHANNEL,
     HISTORY_CANCELLED,
@@ -120,6 +122,7 @@ class PostgresDriver:
         self._handover_timeout = handover_timeout
         self._pool: asyncpg.Pool | None = None
         self._notifier: Notifier | None = None
+        self._hearing = Hearing(lambda: self.pool, clock)
         self._handler: EventHandler | None = None
         self._locks: ShardLocks | None = None
         # Jobs this process inserted itself: a local runner is handed them directly, so
@@ -166,9 +169,12 @@ class PostgresDriver:
                 CHANNEL,
                 self._on_payload,
                 self._on_reconnect,
+                also={MEMBERS_CHANNEL: self._hearing.members_changed},
                 server_settings=self._settings,
             )
+            self._hearing.notifier = self._notifier
             await self._notifier.start()
+            await self._hearing.refresh()
         except BaseException:
             await self.close()
             raise
@@ -177,9 +183,11 @@ class PostgresDriver:
         if self._analysing is not None:
             await cancel_and_wait(self._analysing)
             self._analysing = None
+        await self._hearing.close()
         if self._notifier is not None:
             await self._notifier.close()
             self._notifier = None
+            self._hearing.notifier = None
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -195,6 +203,11 @@ class PostgresDriver:
         if self._pool is None:
             raise RuntimeError("the PostgreSQL driver is not open")
         return self._pool
+
+    @property
+    def by_shard(self) -> bool:
+        """Whether this process announces submits on their shards' channels (``hearing``)."""
+        return self._hearing.by_shard
 
     @property
     def notifier(self) -> Notifier | None:
@@ -248,12 +261,15 @@ class PostgresDriver:
             server_settings=self._settings,
             running=lambda: self._running,
             clock=self._clock,
+            gained=self._hearing.gained,
+            released=self._hearing.lost,
         )
         return self._locks
 
     def _on_reconnect(self) -> None:
         self._own.clear()
         self._heard.clear()
+        self._hearing.members_changed()
         if self._handler is not None:
             self._handler("rescan", [])
 
@@ -302,8 +318,12 @@ class PostgresDriver:
         finally:
             self._analysing = None
 
-    def _track_own(self, ids: Sequence[int]) -> None:
-        if self.runner:
+    def _track_own(self, jobs: Sequence[NewJob]) -> None:
+        # Only jobs of the shards this runner serves: it hears no others (or drops them).
+        locks = self._locks
+        if self.runner and locks is not None:
+            owned = locks.owned()
+            ids = [j.id for j in jobs if owned is None or j.shard in owned]
             if len(self._own) + len(ids) > _MAX_TRACKED:
                 self._own.clear()
             self._own.update(ids)
@@ -315,8 +335,8 @@ class PostgresDriver:
             return []
         ids = [j.id for j in jobs]
         if all(j.dedupe_key is None for j in jobs):
-            sql, args = plain_insert(jobs)
-            self._track_own(ids)
+            sql, args = plain_insert(jobs, by_shard=self._hearing.by_shard)
+            self._track_own(jobs)
             try:
                 await self.pool.execute(sql, *args)
             except BaseException:
@@ -335,10 +355,10 @@ class PostgresDriver:
     async def _insert_dedupe(
         self, jobs: Sequence[NewJob], arrays: list[list[Any]]
     ) -> list[tuple[int, bool]] | None:
-        self._track_own([j.id for j in jobs])
+        self._track_own(jobs)
         try:
             async with self.pool.acquire() as c, c.transaction():
-                out = await insert_dedupe(c, jobs, arrays)
+                out = await insert_dedupe(c, jobs, arrays, by_shard=self._hearing.by_shard)
                 if out is None:
                     raise _Retry  # rolls the transaction back
         except _Retry:
@@ -354,7 +374,7 @@ class PostgresDriver:
         self, conn: object, jobs: Sequence[NewJob]
     ) -> list[tuple[int, bool]]:
         # Not tracked as this process's own: a local runner hears of them at the commit.
-        result = await insert_within(conn, jobs)
+        result = await insert_within(conn, jobs, by_shard=self._hearing.by_shard)
         self._count_inserted(sum(1 for _, duplicate in result if not duplicate))
         return result
 
@@ -522,8 +542,8 @@ class PostgresDriver:
             )
             if cancelled:
                 await c.execute(
-                    NOTIFY, ["f" + json.dumps([r[0] for r in cancelled[i : i + 300]])
-                              for i in range(0, len(cancelled), 300)]
+                    NOTIFY, *shared_notes(["f" + json.dumps([r[0] for r in cancelled[i : i + 300]])
+                                           for i in range(0, len(cancelled), 300)])
                 )  # fmt: skip
         return len(cancelled), job_refs(requeued)
 
@@ -579,7 +599,7 @@ class PostgresDriver:
         return dead_letter_record(row) if row else None
 
     async def replay(self, dlq_id: int, job: NewJob) -> ReplayResult:
-        self._track_own([job.id])
+        self._track_own([job])
         try:
             async with self.pool.acquire() as c, c.transaction():
                 row = await c.fetchrow(
@@ -590,7 +610,8 @@ class PostgresDriver:
                 elif row[0] is not None:
                     result = "already"
                 else:
-                    await c.execute(INSERT_PLAIN, *new_job_arrays([job]), submitted_payloads([job]))
+                    notes = submitted_notes([job], by_shard=self._hearing.by_shard)
+                    await c.execute(INSERT_PLAIN, *new_job_arrays([job]), *notes)
                     await c.execute(
                         "UPDATE job_dlq SET replayed_at = $1, replay_job_id = $2 WHERE id = $3",
                         job.created_at,

@@ -19,7 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 from ...errors import JobError
 from ..base import NewJob
 from ..connections import driver_connection
-from .payloads import submitted_payloads
+from .payloads import submitted_notes
 from .psycopg import PsycopgSession
 from .statements import (
     INSERT_DEDUPE,
@@ -38,21 +38,22 @@ _HOLDERS = "SELECT dedupe_key, id FROM jobs WHERE dedupe_key = ANY($1::text[])"
 Session = asyncpg.Connection | PoolConnectionProxy | PsycopgSession
 
 
-def plain_insert(jobs: Sequence[NewJob]) -> tuple[str, list[Any]]:
+def plain_insert(jobs: Sequence[NewJob], *, by_shard: bool) -> tuple[str, list[Any]]:
     """The statement and arguments inserting ``jobs`` (none with a dedupe key) and sending
-    their notifications, in one round trip."""
+    their notifications (``by_shard``: see ``submitted_notes``), in one round trip."""
+    notes = submitted_notes(jobs, by_shard=by_shard)
     shared = SHARED(jobs[0])
     if all(SHARED(j) == shared for j in jobs):
         history = json.dumps([["queued", shared[7], None]])  # [7]: created_at
         ids, payloads = [j.id for j in jobs], [j.payload for j in jobs]
         keys, shards = [j.key for j in jobs], [j.shard for j in jobs]
         args = [ids, payloads, keys, shards, *shared, history]
-        return INSERT_UNIFORM, [*args, submitted_payloads(jobs)]
-    return INSERT_PLAIN, [*new_job_arrays(jobs), submitted_payloads(jobs)]
+        return INSERT_UNIFORM, [*args, *notes]
+    return INSERT_PLAIN, [*new_job_arrays(jobs), *notes]
 
 
 async def insert_dedupe(
-    c: Session, jobs: Sequence[NewJob], arrays: list[list[Any]]
+    c: Session, jobs: Sequence[NewJob], arrays: list[list[Any]], *, by_shard: bool
 ) -> list[tuple[int, bool]] | None:
     """Insert ``jobs`` (``arrays``: their columns) in the transaction open on ``c``, a job
     whose dedupe key is held answered by its holder, and notify the owners of the new ones.
@@ -73,7 +74,7 @@ async def insert_dedupe(
             return None
     fresh = [j for j in jobs if j.id in inserted]
     if fresh:
-        await c.execute(NOTIFY, submitted_payloads(fresh))
+        await c.execute(NOTIFY, *submitted_notes(fresh, by_shard=by_shard))
     return out
 
 
@@ -81,14 +82,16 @@ class _Again(Exception):
     """Roll the savepoint back: a dedupe holder went away."""
 
 
-async def insert_within(conn: object, jobs: Sequence[NewJob]) -> list[tuple[int, bool]]:
+async def insert_within(
+    conn: object, jobs: Sequence[NewJob], *, by_shard: bool
+) -> list[tuple[int, bool]]:
     """Insert ``jobs`` in the caller's transaction open on ``conn``; see
     ``Driver.insert_jobs_within`` and ``session``."""
     c = await session(conn)
     if not jobs:
         return []
     if all(j.dedupe_key is None for j in jobs):
-        sql, args = plain_insert(jobs)
+        sql, args = plain_insert(jobs, by_shard=by_shard)
         await c.execute(sql, *args)
         return [(j.id, False) for j in jobs]
     arrays = new_job_arrays(jobs)
@@ -96,7 +99,7 @@ async def insert_within(conn: object, jobs: Sequence[NewJob]) -> list[tuple[int,
         try:
             # A savepoint, so that a try that found a holder gone leaves nothing behind.
             async with c.transaction():
-                result = await insert_dedupe(c, jobs, arrays)
+                result = await insert_dedupe(c, jobs, arrays, by_shard=by_shard)
                 if result is None:
                     raise _Again
                 return result

@@ -2,7 +2,9 @@
 
 PostgreSQL delivers a notification only to sessions listening when it is committed, so a
 listener that was away may have missed some: after every reconnection the owner is told
-(``on_reconnect``) and must look at storage once.
+(``on_reconnect``) and must look at storage once. Channels can be added and dropped while it
+runs (a runner listens on the channels of the shards it owns); a reconnection listens on them
+all again before it tells the owner.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import asyncpg
@@ -24,7 +26,9 @@ PROBE_TIMEOUT = 2.0
 
 
 class Notifier:
-    """Listens on ``channel`` and calls ``on_payload(payload)`` for each notification.
+    """Listens on ``channel`` (and on the channels added with ``listen``) and calls
+    ``on_payload(payload)`` for each notification; ``also`` maps further channels to their
+    own callbacks.
 
     ``probe_interval`` seconds of silence trigger a ``SELECT 1`` so a connection that died
     without closing is noticed; any failure reconnects (with backoff) and then calls
@@ -38,12 +42,17 @@ class Notifier:
         on_payload: Callable[[str], None],
         on_reconnect: Callable[[], None],
         *,
+        also: Mapping[str, Callable[[str], None]] | None = None,
         server_settings: dict[str, str] | None = None,
         probe_interval: float = 10.0,
     ) -> None:
         self._dsn = dsn
         self._channel = channel
         self._on_payload = on_payload
+        self._also = dict(also or {})
+        self._added: set[str] = set()
+        # One statement at a time on the connection: LISTENs, probes and reconnections.
+        self._busy = asyncio.Lock()
         self._on_reconnect = on_reconnect
         self._settings = server_settings or {}
         self._probe_interval = probe_interval
@@ -53,7 +62,8 @@ class Notifier:
 
     async def start(self) -> None:
         """Connect and listen; raises if the first connection fails."""
-        await self._connect()
+        async with self._busy:
+            await self._connect()
         self._task = asyncio.create_task(self._watch(), name=f"shardq-listen-{self._channel}")
 
     async def close(self) -> None:
@@ -62,6 +72,54 @@ class Notifier:
             await cancel_and_wait(self._task)
             self._task = None
         await self._drop()
+
+    async def listen(self, channels: Collection[str]) -> None:
+        """Listen on ``channels`` too. Once this returns, every notification committed on them
+        reaches ``on_payload``, or the connection was lost and ``on_reconnect`` will be
+        called once it is back."""
+        async with self._busy:
+            new = set(channels) - self._added
+            self._added |= new
+            conn = self._conn
+            if not new or conn is None or self._lost.is_set():
+                return
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    for ch in sorted(new):
+                        await conn.add_listener(ch, self._deliver)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("listening on %d channel(s) failed (%r); reconnecting", len(new), e)
+                self._lost.set()
+
+    async def unlisten(self, channels: Collection[str]) -> None:
+        """Stop listening on ``channels`` (added with ``listen``)."""
+        async with self._busy:
+            gone = self._added & set(channels)
+            self._added -= gone
+            conn = self._conn
+            if not gone or conn is None or self._lost.is_set():
+                return
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    for ch in sorted(gone):
+                        await conn.remove_listener(ch, self._deliver)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # Still listening is harmless: what is heard of shards not owned is dropped.
+                log.warning("unlistening %d channel(s) failed (%r); reconnecting", len(gone), e)
+                self._lost.set()
+
+    async def listening(self) -> frozenset[str]:
+        """The channels the server says this listener's session is subscribed to now."""
+        async with self._busy:
+            if self._conn is None:
+                return frozenset()
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                rows = await self._conn.fetch("SELECT pg_listening_channels()")
+        return frozenset(r[0] for r in rows)
 
     @property
     def connection(self) -> asyncpg.Connection | None:
@@ -74,6 +132,10 @@ class Notifier:
         )
         try:
             await conn.add_listener(self._channel, self._deliver)
+            for ch, callback in self._also.items():
+                await conn.add_listener(ch, _calling(callback))
+            for ch in sorted(self._added):
+                await conn.add_listener(ch, self._deliver)
         except BaseException:
             conn.terminate()
             raise
@@ -114,7 +176,7 @@ class Notifier:
             conn = self._conn
             if conn is not None and not self._lost.is_set():
                 try:
-                    async with asyncio.timeout(PROBE_TIMEOUT):
+                    async with self._busy, asyncio.timeout(PROBE_TIMEOUT):
                         await conn.fetchval("SELECT 1")
                     continue
                 except asyncio.CancelledError:
@@ -124,7 +186,8 @@ class Notifier:
             await self._drop()
             while True:
                 try:
-                    await self._connect()
+                    async with self._busy:
+                        await self._connect()
                     break
                 except asyncio.CancelledError:
                     raise
@@ -136,3 +199,15 @@ class Notifier:
             failures = 0
             log.info("listener reconnected; rescanning")
             self._on_reconnect()
+
+
+def _calling(callback: Callable[[str], None]) -> Callable[[Any, int, str, object], None]:
+    """An asyncpg listener that gives ``callback`` the payload, and logs what it raises."""
+
+    def deliver(conn: Any, pid: int, channel: str, payload: object) -> None:
+        try:
+            callback(str(payload))
+        except Exception:
+            log.exception("handling a notification on %s failed", channel)
+
+    return deliver

@@ -38,6 +38,8 @@ log = logging.getLogger("shardq.postgres.shard_locks")
 
 T = TypeVar("T")
 OnChange = Callable[[set[int], set[int]], Awaitable[None]]
+#: Told of shards taken (before the runner reads them) or given up (after it stopped).
+OnShards = Callable[[Collection[int]], Awaitable[None]]
 
 #: The channel on which runners announce joining, handing over and leaving.
 MEMBERS_CHANNEL = "shardq_runners"
@@ -106,8 +108,12 @@ class ShardLocks:
         server_settings: dict[str, str] | None = None,
         running: Callable[[], Collection[int]] = frozenset,
         clock: Clock = SYSTEM_CLOCK,
+        gained: OnShards | None = None,
+        released: OnShards | None = None,
     ) -> None:
         self._clock = clock
+        self._gained = gained
+        self._released = released
         self.token = token
         self._running = running
         self._dsn = dsn
@@ -168,6 +174,8 @@ class ShardLocks:
             self._task = None
         await self._watch.close()
         conn, self._conn = self._conn, None
+        if self._released is not None and self._held:
+            await self._released(set(self._held))
         self._held.clear()
         self._releasing.clear()
         self._serving = frozenset()
@@ -243,9 +251,9 @@ class ShardLocks:
             await self._bounded(
                 conn.execute(
                     "WITH r AS (INSERT INTO shardq_runners"
-                    " (id, lock_key, app, host, pid, started_at, heartbeat_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (id) DO UPDATE SET"
-                    " lock_key = excluded.lock_key, app = excluded.app,"
+                    " (id, lock_key, app, host, pid, started_at, heartbeat_at, hears_shards)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $6, TRUE) ON CONFLICT (id) DO UPDATE SET"
+                    " lock_key = excluded.lock_key, app = excluded.app, hears_shards = TRUE,"
                     " heartbeat_at = excluded.heartbeat_at, gone_at = NULL),"
                     " e AS (INSERT INTO shardq_runner_events (at, runner, kind, host, pid)"
                     " VALUES ($6, $1, 'joined', $4, $5)),"
@@ -280,6 +288,8 @@ class ShardLocks:
             log.warning("lock session lost: stopped serving %d shard(s)", len(lost))
             if self._on_change is not None:
                 await self._on_change(set(), lost)
+            if self._released is not None:
+                await self._released(lost)
 
     async def _run(self) -> None:
         failures = 0
@@ -337,8 +347,12 @@ class ShardLocks:
         rows = await self._bounded(conn.fetch(_LIVE, self.token, now, running, capacity, rate))
         desired = self._desired_for(self._ring(rows))
         await self._watch.follow(successor(self.token, [(r[0], r[1]) for r in rows]))
+        await self._hand_over(conn, desired)
+        await self._take(conn, desired, now)
 
-        # Hand over what another runner should own: stop starting its jobs first.
+    async def _hand_over(self, conn: asyncpg.Connection, desired: frozenset[int]) -> None:
+        """Hand over what another runner should own: stop starting its jobs first, then
+        release each shard once its jobs here are finished (or ``handover_timeout``)."""
         leaving = self._held - desired - self._releasing.keys()
         if leaving:
             deadline = self._clock.monotonic() + self._handover_timeout
@@ -371,6 +385,8 @@ class ShardLocks:
             if done:
                 if self._on_change is not None:
                     await self._on_change(set(), done)
+                if self._released is not None:
+                    await self._released(done)
                 await self._bounded(
                     conn.execute(
                         f"SELECT pg_advisory_unlock({SHARD_LOCK_SPACE}, s)"
@@ -386,7 +402,8 @@ class ShardLocks:
                 )
                 log.info("handed over %d shard(s)", len(done))
 
-        # Take the free shards this runner should own.
+    async def _take(self, conn: asyncpg.Connection, desired: frozenset[int], now: int) -> None:
+        """Take the free shards this runner should own."""
         want = desired - self._held
         if want:
             got = {
@@ -415,5 +432,7 @@ class ShardLocks:
                     raise ConnectionError("the lock session was lost while acquiring")
                 self._serving = frozenset(self._held - self._releasing.keys())
                 log.info("acquired %d shard(s); serving %d", len(got), len(self._serving))
+                if self._gained is not None:
+                    await self._gained(got)
                 if self._on_change is not None:
                     await self._on_change(got, set())

@@ -40,12 +40,14 @@ INSERT = (
     f" '[' || json_build_array('queued', created_at, NULL)::text || ']' FROM {UNNEST_NEW}"
     " ORDER BY ord"
 )
+# Notifications given as two arrays, channels and payloads (``payloads.Notes``).
+NOTES = "SELECT pg_notify(n.c, n.p) FROM unnest(${}::text[], ${}::text[]) AS n(c, p)"
 # Every inserted job also gets its row in job_queue (migration 3 says why).
 ENQUEUE = "q AS (INSERT INTO job_queue SELECT id, priority, run_at, key, shard FROM ins)"
 # A plain batch and its notifications in one statement, so one round trip and one commit.
 INSERT_PLAIN = (
     f"WITH ins AS ({INSERT} RETURNING id, priority, run_at, key, shard), {ENQUEUE}"
-    f" SELECT pg_notify('{CHANNEL}', p) FROM unnest($15::text[]) p"
+    f" {NOTES.format(15, 16)}"
 )
 INSERT_DEDUPE = (
     f"WITH ins AS ({INSERT} ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"
@@ -63,7 +65,7 @@ INSERT_UNIFORM = (
     " $14::text FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[])"
     " WITH ORDINALITY AS t(id, payload, key, shard, ord) ORDER BY ord"
     " RETURNING id, priority, run_at, key, shard),"
-    f" {ENQUEUE} SELECT pg_notify('{CHANNEL}', p) FROM unnest($15::text[]) p"
+    f" {ENQUEUE} {NOTES.format(15, 16)}"
 )
 SHARED = operator.attrgetter(
     "type",
@@ -76,7 +78,7 @@ SHARED = operator.attrgetter(
     "created_at",
     "context",
 )
-NOTIFY = f"SELECT pg_notify('{CHANNEL}', p) FROM unnest($1::text[]) p"
+NOTIFY = NOTES.format(1, 2)
 
 
 def appended(history: str, status: str, at: str, error: str) -> str:
