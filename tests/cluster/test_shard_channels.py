@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 import asyncpg
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from shardq import JobService
 from shardq.drivers.postgres import PostgresDriver
 from shardq.drivers.postgres.payloads import job_channel
-from shardq.drivers.postgres.shard_locks import MEMBERS_CHANNEL, RUNNER_LOCK_SPACE
+from shardq.drivers.postgres.shard_locks import MEMBERS_CHANNEL, RUNNER_LOCK_SPACE, ShardLocks
 
 from .conftest import eventually
 
@@ -118,3 +118,30 @@ async def test_a_runner_that_hears_only_the_shared_channel_is_still_told(pg_url:
             await eventually(back, what="announcing by shard again")
         finally:
             await older.close()
+
+
+async def test_a_shard_is_listened_on_before_it_is_served(pg_url: str) -> None:
+    """What is heard of a shard before its backlog is read must not be taken as new: the
+    runner listens first, then serves the shard, then is told to read it, with nothing in
+    between that could let a heard job of a key overtake the key's stored older one."""
+    seen: list[tuple[str, set[int], set[int]]] = []
+
+    async def gained(shards: Collection[int]) -> None:
+        seen.append(("listen", set(shards), set(locks.owned() or ())))
+
+    async def released(shards: Collection[int]) -> None:
+        seen.append(("unlisten", set(shards), set(locks.owned() or ())))
+
+    async def changed(got: set[int], lost: set[int]) -> None:
+        seen.append(("changed", got | lost, set(locks.owned() or ())))
+
+    migrated = PostgresDriver(pg_url, runner=False)
+    await migrated.open()
+    await migrated.close()
+    locks = ShardLocks(pg_url, "r1", 4, gained=gained, released=released)
+    await locks.start(changed)
+    try:
+        assert seen == [("listen", {0, 1, 2, 3}, set()), ("changed", {0, 1, 2, 3}, {0, 1, 2, 3})]
+    finally:
+        await locks.stop()
+    assert seen[-1] == ("unlisten", {0, 1, 2, 3}, set())

@@ -174,11 +174,12 @@ class ShardLocks:
             self._task = None
         await self._watch.close()
         conn, self._conn = self._conn, None
-        if self._released is not None and self._held:
-            await self._released(set(self._held))
+        held = set(self._held)
         self._held.clear()
         self._releasing.clear()
         self._serving = frozenset()
+        if self._released is not None and held:
+            await self._released(held)
         if conn is None:
             return
         conn.remove_termination_listener(self._terminated)
@@ -428,11 +429,14 @@ class ShardLocks:
                         now,
                     )
                 )
+                # Listen on the shards before serving them: what is heard of them before
+                # is dropped, and read with their backlog. From serving to the runner's
+                # on_change nothing awaits, so nothing heard overtakes that read.
+                if self._gained is not None:
+                    await self._gained(got)
                 if self._lost:
                     raise ConnectionError("the lock session was lost while acquiring")
                 self._serving = frozenset(self._held - self._releasing.keys())
                 log.info("acquired %d shard(s); serving %d", len(got), len(self._serving))
-                if self._gained is not None:
-                    await self._gained(got)
                 if self._on_change is not None:
                     await self._on_change(got, set())
