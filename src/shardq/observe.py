@@ -204,16 +204,28 @@ STORAGE_OPERATIONS = (
     "cancel_job", "dead_letters", "get_dead_letter", "replay", "prune", "count_by_state",
     "count_queued_by_priority", "count_dead_letters", "advertise_handlers", "handled_since",
 )  # fmt: skip
+#: The operations of a driver's ``schedules`` and ``controls`` stores, timed as
+#: ``schedules.<name>`` and ``controls.<name>``.
+SCHEDULE_OPERATIONS = ("put", "remove", "set_paused", "get", "load", "fired", "unfinished")
+CONTROL_OPERATIONS = (
+    "limits", "put_limits", "set_paused", "throttle", "paused_keys", "set_key_paused", "usage",
+)  # fmt: skip
 #: Operations that may run on a thread other than the service's event loop (a submit in the
 #: caller's transaction runs in the caller's thread).
 _ANY_THREAD = frozenset({"insert_jobs_within"})
 
 
 def instrument_driver(driver: Any, metrics: Metrics) -> None:
-    """Time every storage operation of ``driver`` into ``metrics`` (and count the ones that
-    raise), in one place: each operation of the instance is replaced by a timed one."""
+    """Time every storage operation of ``driver`` and of its ``schedules`` and ``controls``
+    stores into ``metrics`` (and count the ones that raise), in one place: each operation
+    of the instances is replaced by a timed one."""
     for name in STORAGE_OPERATIONS:
         setattr(driver, name, _timed(getattr(driver, name), name, metrics))
+    for store, names in (("schedules", SCHEDULE_OPERATIONS), ("controls", CONTROL_OPERATIONS)):
+        target = getattr(driver, store)
+        for name in names:
+            label = f"{store}.{name}"
+            setattr(target, name, _timed(getattr(target, name), label, metrics))
 
 
 def _timed(call: Any, name: str, metrics: Metrics) -> Any:

@@ -1,5 +1,6 @@
 """Storage is measured at one seam: ``instrument_driver`` times every operation of the
-``Driver`` protocol, so a new operation cannot be left out without this failing."""
+``Driver`` protocol and of its schedule and control stores, so a new operation cannot be
+left out without this failing."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ from typing import Any
 
 import pytest
 
-from shardq.drivers.base import Driver
-from shardq.observe import STORAGE_OPERATIONS, Metrics, instrument_driver
+from shardq import JobService
+from shardq.drivers.base import ControlStore, Driver, ScheduleStore
+from shardq.observe import (
+    CONTROL_OPERATIONS,
+    SCHEDULE_OPERATIONS,
+    STORAGE_OPERATIONS,
+    Metrics,
+    instrument_driver,
+)
 
 #: Async methods of ``Driver`` that are not timed, and why.
 LIFECYCLE = {
@@ -29,6 +37,11 @@ def test_every_driver_operation_is_timed_but_the_lifecycle() -> None:
     assert LIFECYCLE.keys() <= _async_methods(Driver)
     assert _async_methods(Driver) - LIFECYCLE.keys() == set(STORAGE_OPERATIONS)
     assert len(STORAGE_OPERATIONS) == len(set(STORAGE_OPERATIONS))
+
+
+def test_every_schedule_and_control_store_operation_is_timed() -> None:
+    assert _async_methods(ScheduleStore) == set(SCHEDULE_OPERATIONS)
+    assert _async_methods(ControlStore) == set(CONTROL_OPERATIONS)
 
 
 class _Store:
@@ -67,20 +80,27 @@ def _errors(metrics: Metrics, operation: str) -> int:
 
 async def test_each_operation_is_timed_under_its_name_and_errors_counted() -> None:
     driver: Any = _Store(STORAGE_OPERATIONS, fail="prune")
+    driver.schedules = _Store(SCHEDULE_OPERATIONS)
+    driver.controls = _Store(CONTROL_OPERATIONS, fail="usage")
     metrics = Metrics()
     instrument_driver(driver, metrics)
-    for name in STORAGE_OPERATIONS:
-        if name == "prune":
+    calls = [(driver, name, name) for name in STORAGE_OPERATIONS]
+    calls += [(driver.schedules, name, f"schedules.{name}") for name in SCHEDULE_OPERATIONS]
+    calls += [(driver.controls, name, f"controls.{name}") for name in CONTROL_OPERATIONS]
+    for target, name, label in calls:
+        if label in ("prune", "controls.usage"):
             with pytest.raises(RuntimeError):
-                await getattr(driver, name)(1)
+                await getattr(target, name)(1)
         else:
-            assert await getattr(driver, name)(1, 2) == (1, 2)
-        assert _count(metrics, name) == 1, name
-        assert _errors(metrics, name) == (name == "prune"), name
+            assert await getattr(target, name)(1, 2) == (1, 2)
+        assert _count(metrics, label) == 1, label
+        assert _errors(metrics, label) == (label in ("prune", "controls.usage")), label
 
 
 def test_a_submit_in_the_callers_transaction_is_timed_from_any_thread() -> None:
     driver: Any = _Store(STORAGE_OPERATIONS)
+    driver.schedules = _Store(SCHEDULE_OPERATIONS)
+    driver.controls = _Store(CONTROL_OPERATIONS)
     metrics = Metrics()
     instrument_driver(driver, metrics)
 
@@ -97,3 +117,14 @@ def test_a_submit_in_the_callers_transaction_is_timed_from_any_thread() -> None:
     for t in threads:
         t.join(timeout=30)
     assert _count(metrics, "insert_jobs_within") == 800
+
+
+async def test_a_service_times_the_stores_of_its_real_driver(sqlite_url: str) -> None:
+    jobs = JobService(sqlite_url)
+    jobs.register_handler("t", lambda p: p)
+    async with jobs:
+        # A runner stores its declared schedules and reads its controls when it starts.
+        await jobs.wait(await jobs.submit("t", 1), timeout=10)
+        await jobs.schedules()
+        for label in ("insert_jobs", "schedules.put", "schedules.load", "controls.limits"):
+            assert _count(jobs.metrics, label) >= 1, label
