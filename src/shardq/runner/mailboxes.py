@@ -51,8 +51,8 @@ class Mailboxes:
         # Keys whose mailbox ran empty while storage holds more of their jobs, for the next
         # step to read (so a step never walks every mailbox to find them). Kept in the order
         # they ran empty, which is about id order: their jobs then start in id order, and
-        # the writes that start them touch neighbouring pages (in hash order, SQLite
-        # processed a 1,000-key backlog 25% slower).
+        # the writes that start them touch neighbouring pages (hash order would scatter
+        # them over the table, and every step's write would touch more pages).
         self._to_refill: dict[str, None] = {}
         # Keys with a job left in storage on arrival (its mailbox held earlier ones back).
         self._held_back: set[str] = set()

@@ -20,8 +20,8 @@ from ..models import PRIORITIES
 log = logging.getLogger("shardq.runner")
 
 # Rows per read when a priority's window is reloaded from storage, and per turn of the event
-# loop when they are taken into memory (placing a thousand holds the loop for about a
-# millisecond on a slow core).
+# loop when they are taken into memory: placing rows holds the loop, and every job due to
+# start waits meanwhile, so a read is placed in slices with the loop let go between them.
 _RELOAD_CHUNK = 1_000
 _OFFER_SLICE = 250
 

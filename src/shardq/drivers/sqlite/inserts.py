@@ -198,9 +198,10 @@ class CommitWatch:
 def _wait_for_writer(conn: sqlite3.Connection) -> None:
     """Return once no transaction that began writing before this call is still open.
 
-    A commit takes tens of microseconds, and SQLite's own wait for a lock first sleeps a
-    whole millisecond; so the lock is first tried without waiting, every 50 microseconds,
-    for up to a few milliseconds (the commit's own time), and only then waited for.
+    A commit is over long before the first sleep of SQLite's own wait for a lock (a whole
+    millisecond) ends; so the lock is first tried without waiting, every ``_SPIN_PAUSE``
+    seconds for up to ``_SPIN_SECONDS`` (what a slow commit may take), and only then
+    waited for.
     """
     conn.execute("PRAGMA busy_timeout = 0")
     deadline = time.monotonic() + _SPIN_SECONDS
