@@ -22,6 +22,11 @@ async def _until(check: Callable[[], bool], what: str, timeout: float = 15.0) ->
         await asyncio.sleep(0.01)
 
 
+def _step_failures(jobs: JobService) -> float:
+    value = jobs.metrics.registry.get_sample_value("shardq_runner_step_failures_total")
+    return float(value or 0.0)
+
+
 def _wrap_advance(jobs: JobService, refuse: Callable[[Sequence[Outcome]], None]) -> None:
     """Make the real driver's ``advance`` call ``refuse(outcomes)`` first (it may raise)."""
     driver: Any = jobs.driver
@@ -69,6 +74,9 @@ async def test_an_outcome_storage_refuses_fails_its_job_and_the_rest_go_on(
         assert (await jobs.wait(late, timeout=20)).status == "complete"
         assert jobs.health_problem() is None
         assert b"shardq_outcomes_refused_total 1.0" in jobs.metrics.render()
+        # The batch holding the refused outcome failed twice; then its outcomes were
+        # written one by one, and no step failed again.
+        assert _step_failures(jobs) == 2
 
 
 async def test_an_unreachable_store_is_reported_and_loses_no_outcome(
@@ -89,8 +97,11 @@ async def test_an_unreachable_store_is_reported_and_loses_no_outcome(
         _wrap_advance(jobs, refuse)
         ids = await jobs.submit("t", [{"n": i} for i in range(3)])
         await _until(lambda: jobs.health_problem() is not None, "the runner to report failing")
-        problem = jobs.health_problem()
+        problem, failures = jobs.health_problem(), _step_failures(jobs)
         assert problem is not None and "storage is down" in problem
+        # Every failed step is counted: as many as the problem reports, no step between
+        # them having succeeded.
+        assert failures >= 3 and f"last {failures:.0f} steps failed" in problem
         down = False
         for job_id in ids:
             st = await jobs.wait(job_id, timeout=30)
