@@ -93,7 +93,10 @@ async def test_worker_waits_for_a_server_that_is_down_then_starting(
         with (pg.data / "postgresql.conf").open("a") as conf:
             conf.write("\nhot_standby = off\n")
         pg.start(wait=False)
-        await logged(log, "not accepting connections", "the database system is", proc=proc)
+        # A line of waiting, not the error line of an exit (which quotes the server too).
+        await logged(
+            log, "not accepting connections", "the database system is", "retrying in", proc=proc
+        )
         pg.stop()
         (pg.data / "standby.signal").unlink()
         pg.start()
