@@ -53,7 +53,7 @@ def test_a_directory_as_the_sqlite_path(
     assert f"{tmp_path} is a directory" in line and "database file" in line
 
 
-@pytest.mark.parametrize("argv", [["status", "1"], ["submit", "t", "{}"], ["jobs"]])
+@pytest.mark.parametrize("argv", [["status", "1"], ["submit", "t", "{}"], ["jobs"], ["runners"]])
 def test_a_file_that_is_not_a_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
@@ -132,6 +132,7 @@ READ_ONLY = [
     ["wait", "1", "--timeout", "1"],
     ["cancel", "1"],
     ["dlq", "replay", "--all"],
+    ["runners"],
 ]
 
 

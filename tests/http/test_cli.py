@@ -92,6 +92,7 @@ def test_wait_times_out_and_unknown_ids(
 
 
 def test_runners_without_a_server(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "--database-url", sqlite_url, "migrate")[0] == 0
     code, out, _ = run(capsys, "--database-url", sqlite_url, "--json", "runners")
     data = json.loads(out)
     assert code == 0 and data["mode"] == "embedded" and data["shards"] > 0

@@ -14,10 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..jobs import JobService
 from ..models import PRIORITIES, STATUSES
 from ..schema import BadJson, decode_json
-from . import command, database_url, emit, service
+from . import command, emit, service
 from .failures import Refused, Usage
 
 ENV_TOKEN = "SHARDQ_API_TOKEN"
@@ -381,10 +380,9 @@ async def runners(args: argparse.Namespace) -> int:
     """Print every runner, hand-overs and membership events."""
     if args.server:
         data = _fetch(args, "/api/runners")
-    elif database_url(args).startswith("sqlite"):
-        # Only the runner's own process can describe it: nothing to open here.
-        data = (await JobService(database_url(args), runner=False).cluster()).to_dict()
     else:
+        # An embedded database is opened too, although only its runner's own process can
+        # describe the runner: a wrong path fails here as for every command that reads.
         async with service(args) as jobs:
             data = (await jobs.cluster()).to_dict()
     emit(args, data, _runners_text(data))
