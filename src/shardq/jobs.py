@@ -421,11 +421,13 @@ class JobService(HandlerSupport, ClusterSupport, ScheduleSupport, FlowSupport):
                     # Register before reading, so a finish between the two is not missed.
                     fut: asyncio.Future[None] = loop.create_future()
                     self._waiters.setdefault(jid, []).append(fut)
+                    if driver.announces_finished:
+                        # Subscribed before reading too, for the same reason.
+                        await driver.keep_watching()
                     st = status_view(await self._record(job_id))
                     if st.finished:
                         return st
                     if driver.announces_finished:
-                        driver.keep_watching()
                         # Woken by the announcement; the re-read each second only covers a
                         # runner that restarted (and forgot us) meanwhile.
                         await asyncio.wait([fut], timeout=1.0)

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Collection
 import asyncpg
 import pytest
 
-from shardq import JobService
+from shardq import FakeClock, JobService
 from shardq.drivers.postgres import PostgresDriver
+from shardq.drivers.postgres.hearing import WATCH_FOR
 from shardq.drivers.postgres.payloads import job_channel
 from shardq.drivers.postgres.shard_locks import MEMBERS_CHANNEL, RUNNER_LOCK_SPACE, ShardLocks
 
@@ -78,6 +79,27 @@ async def test_submits_announced_by_shard_reach_their_owners(
         ids = [await web.submit("t", i, key=f"k{i}") for i in range(60)]
         done = await asyncio.gather(*(web.wait(i, timeout=10) for i in ids))
         assert {st.status for st in done} == {"complete"}
+        assert "shardq_done" in await _listening(web)
+
+
+async def test_finished_jobs_are_heard_while_something_waits_for_them(pg_url: str) -> None:
+    """A runner that waits for nothing hears no finished job; a wait subscribes its process
+    until WATCH_FOR seconds after its last look."""
+    clock = FakeClock()
+    runner = JobService(pg_url, shards=SHARDS)
+    runner.register_handler("t", lambda p: p)
+    async with runner, JobService(pg_url, runner=False, shards=SHARDS, clock=clock) as web:
+        assert "shardq_done" not in await _listening(web)
+        job_id = await web.submit("t", 1)
+        assert (await web.wait(job_id, timeout=10)).status == "complete"
+        assert "shardq_done" in await _listening(web)
+        assert "shardq_done" not in await _listening(runner)
+        await clock.advance(WATCH_FOR)
+
+        async def unsubscribed() -> bool:
+            return "shardq_done" not in await _listening(web)
+
+        await eventually(unsubscribed, what="the wait's subscription to end")
 
 
 async def test_a_runner_that_hears_only_the_shared_channel_is_still_told(pg_url: str) -> None:

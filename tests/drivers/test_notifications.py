@@ -72,7 +72,7 @@ async def watcher(driver: Driver, other: Driver, heard: Heard) -> AsyncIterator[
         pytest.skip("this engine does not announce finished jobs")
     handler = Heard()
     other.listen(handler)
-    other.keep_watching()
+    await other.keep_watching()
     await other.insert_jobs([new_job(10**6)])
     await heard.until(lambda: 10**6 in heard.of("submitted") or heard.rescanned(), "a submit")
     assert await driver.cancel_job(10**6, 1000) == "cancelled"

@@ -26,6 +26,7 @@ LIFECYCLE = {
     "open": "connects and migrates, once per start, before any operation",
     "close": "releases the connections, once per stop, after every operation",
     "migrate": "changes the schema, not the data; part of open",
+    "keep_watching": "subscribes to announcements; reads and writes no job",
 }
 
 

@@ -508,9 +508,9 @@ class Driver(Protocol):
         rescans, cancels, schedule and control changes; of every process, finished jobs
         where the engine ``announces_finished``."""
 
-    def keep_watching(self) -> None:
-        """Renew this process's subscription to finished-job announcements, where the engine
-        needs one renewed (cheap, idempotent; called by waits)."""
+    async def keep_watching(self) -> None:
+        """Hear finished-job announcements from when this returns, for a while (renewed by
+        each call: waits call it each time they look; cheap once subscribed, idempotent)."""
 
     def ownership(self, token: str, shards: int) -> Ownership:
         """How a runner on this engine comes to own shards, fencing its writes with ``token``."""

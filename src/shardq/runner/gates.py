@@ -67,6 +67,7 @@ class Gates:
         self._gained: dict[int, float] = {}
         self._default_gained = clock.monotonic()
         self._writes: set[asyncio.Task[None]] = set()
+        self._watched_at = float("-inf")
         #: True while any control is in force (the pick skips every check otherwise).
         self.active = False
         #: A read of the controls in flight (another process changed them).
@@ -204,7 +205,25 @@ class Gates:
             self._held[t] = max(until, self._held.get(t, until)) if until else 0
             if not until:
                 self._recheck[t] = recheck
+                self._hear_finishes()
         self.active = True
+
+    def _hear_finishes(self) -> None:
+        """A type waits for a slot that a job finishing elsewhere may free: make sure this
+        process hears of finished jobs (renewed at most once a second)."""
+        now = self._clock.monotonic()
+        if now - self._watched_at < 1.0:
+            return
+        self._watched_at = now
+        task = asyncio.get_running_loop().create_task(self._watch())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _watch(self) -> None:
+        try:
+            await self._driver.keep_watching()
+        except Exception:
+            log.exception("subscribing to finished jobs failed; slots are re-checked each second")
 
     def throttle(self, job_type: str, until: int) -> None:
         """A handler throttled its (keyless) type: hold it here now, and everywhere once

@@ -39,6 +39,10 @@ class FakeControls:
 class Driver:
     def __init__(self) -> None:
         self.controls = FakeControls()
+        self.watches = 0
+
+    async def keep_watching(self) -> None:
+        self.watches += 1
 
 
 def make() -> tuple[Gates, Driver, FakeClock, list[JobRef]]:
@@ -72,6 +76,24 @@ async def test_a_type_refused_by_storage_is_parked_until_a_slot_frees() -> None:
     gates.slot_freed({"api"})
     released, _ = gates.release(now)
     assert [r.id for r in released] == [1, 2]  # in pick order
+
+
+async def test_a_slot_wait_subscribes_to_finished_jobs_once_a_second_at_most() -> None:
+    """A slot freed by a job finishing on another runner is heard of, not only re-checked."""
+    gates, driver, clock, _ = make()
+    driver.controls.records["api"] = LimitRecord("api", concurrency=1)
+    await gates.load()
+    gates.hold({"other": clock.now_ms() + 5000})  # a throttle waits for a time, not a slot
+    await asyncio.sleep(0)
+    assert driver.watches == 0
+    gates.hold({"api": 0})
+    gates.hold({"api": 0})
+    await asyncio.sleep(0)
+    assert driver.watches == 1
+    await clock.advance(1.0)
+    gates.hold({"api": 0})
+    await asyncio.sleep(0)
+    assert driver.watches == 2
 
 
 async def test_a_slot_wait_is_rechecked_even_if_no_finish_is_heard() -> None:

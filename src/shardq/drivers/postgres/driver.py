@@ -48,11 +48,12 @@ from .controls import PostgresControls, admit_starts, settle_starts
 from .hearing import Hearing
 from .inserts import DEDUPE_TRIES, insert_dedupe, insert_within, plain_insert
 from .notifier import Notifier
-from .payloads import shared_notes, submitted_notes
+from .payloads import finished_notes, submitted_notes
 from .schedules import PostgresSchedules
 from .shard_locks import MEMBERS_CHANNEL, ShardLocks
 from .statements import (
     CHANNEL,
+    DONE_CHANNEL,
     HISTORY_CANCELLED,
     INSERT_PLAIN,
     NOTIFY,
@@ -244,9 +245,8 @@ class PostgresDriver:
     def listen(self, handler: EventHandler) -> None:
         self._handler = handler
 
-    def keep_watching(self) -> None:
-        # LISTEN stays subscribed for the connection's life and is renewed on reconnect.
-        return None
+    async def keep_watching(self) -> None:
+        await self._hearing.watch_finished()
 
     def ownership(self, token: str, shards: int) -> Ownership:
         self._locks = ShardLocks(
@@ -541,10 +541,7 @@ class PostgresDriver:
                 *rest,
             )
             if cancelled:
-                await c.execute(
-                    NOTIFY, *shared_notes(["f" + json.dumps([r[0] for r in cancelled[i : i + 300]])
-                                           for i in range(0, len(cancelled), 300)])
-                )  # fmt: skip
+                await c.execute(NOTIFY, *finished_notes([r[0] for r in cancelled]))
         return len(cancelled), job_refs(requeued)
 
     # -- reads for everyone --------------------------------------------------------------
@@ -572,8 +569,9 @@ class PostgresDriver:
             " WHERE id = $1 AND state IN ('queued', 'processing') RETURNING state),"
             " d AS (DELETE FROM job_queue WHERE id = $1"
             " AND EXISTS (SELECT 1 FROM u WHERE u.state = 'cancelled'))"
-            f" SELECT u.state, pg_notify('{CHANNEL}',"
-            " CASE u.state WHEN 'cancelled' THEN 'f' ELSE 'c' END || json_build_array($1::bigint)::text)"
+            " SELECT u.state, CASE u.state"
+            f" WHEN 'cancelled' THEN pg_notify('{DONE_CHANNEL}', 'f' || json_build_array($1::bigint)::text)"
+            f" ELSE pg_notify('{CHANNEL}', 'c' || json_build_array($1::bigint)::text) END"
             " FROM u",
             job_id,
             now,

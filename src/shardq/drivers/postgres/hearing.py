@@ -1,4 +1,5 @@
-"""Who hears which submitted jobs: a channel per shard, listened on by its owner.
+"""Who hears which jobs: a channel per shard, listened on by its owner, and a channel of
+finished jobs, listened on by the processes that wait for some.
 
 A runner listens on the channel of each shard it owns (``payloads.job_channel``), and on the
 shared channel. It listens on a shard's channel before it reads the shard's backlog when it
@@ -12,6 +13,11 @@ live every submit goes there, as it did before. When such a runner joins, a proc
 announcing by shard asks every runner to rescan (twice, the second time after
 ``RESCAN_AGAIN`` seconds, for submits that were in flight): the newcomer then finds what it
 missed.
+
+Finished jobs are announced on their own channel (``DONE_CHANNEL``), which a process listens
+on only while something in it waits for jobs to finish (a ``wait``, or flow control holding
+jobs until a slot frees elsewhere): from the first such call for ``WATCH_FOR`` seconds after
+the last. A runner that waits for nothing hears none of them.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from ...clock import Clock
 from .notifier import Notifier
 from .payloads import job_channel
 from .shard_locks import RUNNER_LOCK_SPACE
-from .statements import CHANNEL
+from .statements import CHANNEL, DONE_CHANNEL
 
 log = logging.getLogger("shardq.postgres")
 
 #: Seconds after which a switch back to the shared channel asks for a second rescan.
 RESCAN_AGAIN = 5.0
+#: Seconds a process keeps hearing finished jobs after the last call that asked to.
+WATCH_FOR = 60.0
 
 # A runner counts while its session holds its runner lock, whatever its row says: a row left
 # by a runner killed while no peer was there to mark it gone does not count.
@@ -61,6 +69,8 @@ class Hearing:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._rescans: set[asyncio.Task[None]] = set()
+        self._watched_at = 0.0
+        self._watching: asyncio.Task[None] | None = None
 
     async def refresh(self) -> None:
         """Read whether every live runner hears shard channels."""
@@ -116,9 +126,34 @@ class Hearing:
         if self.notifier is not None and shards:
             await self.notifier.unlisten([job_channel(s) for s in shards])
 
+    async def watch_finished(self) -> None:
+        """Hear finished jobs from when this returns, for ``WATCH_FOR`` seconds at least."""
+        self._watched_at = self._clock.monotonic()
+        if self.notifier is None:
+            return
+        # Listening already: no round trip. Concurrent first calls all return once the
+        # LISTEN is in force (the notifier runs one statement at a time).
+        await self.notifier.listen([DONE_CHANNEL])
+        if self._watching is None:
+            self._watching = asyncio.get_running_loop().create_task(self._unwatch_when_idle())
+
+    async def _unwatch_when_idle(self) -> None:
+        try:
+            while True:
+                idle = self._clock.monotonic() - self._watched_at
+                if idle >= WATCH_FOR:
+                    break
+                await self._clock.sleep(WATCH_FOR - idle)
+            self._watching = None
+            if self.notifier is not None:
+                await self.notifier.unlisten([DONE_CHANNEL])
+        finally:
+            self._watching = None
+
     async def close(self) -> None:
-        """Stop the reads and rescans in flight."""
-        for task in [self._task, *self._rescans]:
+        """Stop the reads, rescans and watches in flight."""
+        for task in [self._task, self._watching, *self._rescans]:
             if task is not None:
                 await cancel_and_wait(task)
         self._task = None
+        self._watching = None

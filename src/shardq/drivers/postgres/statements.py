@@ -12,8 +12,11 @@ from typing import Any
 
 from ..base import NewJob
 
-#: The channel every job notification goes to.
+#: The channel every process listens on: rescans, cancels, schedule and control changes,
+#: and submits not announced on their shards' channels (``payloads``).
 CHANNEL = "shardq_jobs"
+#: The channel finished jobs are announced on, listened on by processes that wait for them.
+DONE_CHANNEL = "shardq_done"
 
 REF = "id, priority, run_at, key, shard, type"
 # Queued jobs are found through job_queue (which also holds the processing ones).
@@ -97,7 +100,7 @@ def announced(finished: str) -> str:
     notifications of 300 ids each (``note``, one row per notification)."""
     return (
         f"fin AS (SELECT id, (row_number() OVER ()) / 300 AS grp FROM {finished}),"
-        f" note AS (SELECT pg_notify('{CHANNEL}', 'f' || json_agg(id)::text) FROM fin"
+        f" note AS (SELECT pg_notify('{DONE_CHANNEL}', 'f' || json_agg(id)::text) FROM fin"
         " GROUP BY grp)"
     )
 

@@ -137,7 +137,7 @@ class SQLiteDriver:
                 self._announcer = Announcer(socket_path(self.path))
                 self._watch_listener = Listener(watcher_path(self.path))
                 await self._watch_listener.start(self._on_message)
-                self.keep_watching()
+                self._watch()
         except BaseException:
             await self.close()
             raise
@@ -296,8 +296,12 @@ class SQLiteDriver:
             if not self._announcer.send("finished", ids, to=path):
                 self._watchers.discard(path)
 
-    def keep_watching(self) -> None:
-        # Renewed at most twice a second: a restarted runner has forgotten its watchers.
+    async def keep_watching(self) -> None:
+        self._watch()
+
+    def _watch(self) -> None:
+        """Ask the runner to announce finished jobs here; at most twice a second, which is
+        enough to renew it: a restarted runner has forgotten its watchers."""
         now = time.monotonic()
         if self._watch_listener is None or self._announcer is None or now - self._watched_at < 0.5:
             return
