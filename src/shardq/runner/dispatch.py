@@ -102,6 +102,10 @@ class Dispatcher:
         """Step whenever woken, until stopping and nothing is left to write."""
         while True:
             await self._wake.wait()
+            # One turn of the loop first: handlers begun in slots freed just now (jobs
+            # started ahead) that return at once then end in this step, not in one of
+            # their own.
+            await asyncio.sleep(0)
             self._wake.clear()
             if self.stopping and not self._outcomes.pending and not self.running:
                 return
