@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from ..._internal.tasks import cancel_and_wait
+from . import listening
 
 log = logging.getLogger("shardq.postgres.notifier")
 
@@ -85,8 +86,7 @@ class Notifier:
                 return
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT):
-                    for ch in sorted(new):
-                        await conn.add_listener(ch, self._deliver)
+                    await listening.listen(conn, new, self._deliver)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -103,8 +103,7 @@ class Notifier:
                 return
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT):
-                    for ch in sorted(gone):
-                        await conn.remove_listener(ch, self._deliver)
+                    await listening.unlisten(conn, gone, self._deliver)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -134,8 +133,7 @@ class Notifier:
             await conn.add_listener(self._channel, self._deliver)
             for ch, callback in self._also.items():
                 await conn.add_listener(ch, _calling(callback))
-            for ch in sorted(self._added):
-                await conn.add_listener(ch, self._deliver)
+            await listening.listen(conn, self._added, self._deliver)
         except BaseException:
             conn.terminate()
             raise
