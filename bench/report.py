@@ -50,8 +50,19 @@ def _calibration(c: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def sections_kept(old: str) -> str:
+    """What of an existing ``BENCHMARKS.md`` the benchmark command does not write: every
+    section from the first that another bench owns (``<!-- name: begin -->``) to the end,
+    with the hand-written notes between them."""
+    start = old.find("\n<!-- ")
+    while start != -1 and not old[start:].split("\n", 2)[1].endswith(": begin -->"):
+        start = old.find("\n<!-- ", start + 1)
+    return "" if start == -1 else old[start:]
+
+
 def render(doc: dict[str, Any]) -> str:
-    """The whole document, one section after another."""
+    """The benchmark command's sections, one after another (``sections_kept`` says what
+    follows them)."""
     r = doc["results"]
     shardq_targets = [t for t in r if t.startswith("shardq")]
     lines = [

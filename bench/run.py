@@ -245,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_report(doc: dict[str, Any]) -> None:
-    (ROOT / "BENCHMARKS.md").write_text(report.render(doc))
+    path = ROOT / "BENCHMARKS.md"
+    text = report.render(doc)
+    kept = report.sections_kept(path.read_text()) if path.exists() else ""
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + kept.lstrip("\n")
+    path.write_text(text)
     log("wrote BENCHMARKS.md")
 
 
