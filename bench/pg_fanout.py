@@ -1,9 +1,11 @@
 """What each submit's notification costs the runners that do not own its job:
 ``python -m bench.pg_fanout [--runs 3] [--sizes 1,2,4,8] [fanout] [channels]``.
 
-Every process LISTENs on the one channel ``shardq_jobs``, so every runner receives and decodes
-the notification of every submitted job and of every finished batch, whichever runner owns
-them. ``fanout`` measures that on 1, 2, 4 and 8 real ``shardq worker`` processes (concurrency
+A runner LISTENs on the channels of its own shards and on the shared channel
+``shardq_jobs``; finished jobs go to ``shardq_done``, heard only by processes that wait for
+some (the submitter here). Before that split every runner received and decoded the
+notification of every submitted job and every finished batch; what remains of that cost is
+what ``fanout`` measures, on 1, 2, 4 and 8 real ``shardq worker`` processes (concurrency
 64, no-op handler) on a private server (``bench.pg_meter.MeteredServer``), a fresh database
 per size, with three loads:
 

@@ -276,8 +276,9 @@ async def sessions_cpu(admin: asyncpg.Connection, url: str) -> dict[str, float]:
 
 
 class Heard:
-    """Counts the notifications of ``shardq_jobs`` (kind -> notifications, jobs announced in
-    them, payload bytes) and watches for a set of jobs to be announced as finished."""
+    """Counts the notifications of ``shardq_jobs`` and ``shardq_done`` (kind ->
+    notifications, jobs announced in them, payload bytes) and watches for a set of jobs to
+    be announced as finished."""
 
     def __init__(self) -> None:
         self.notes: dict[str, int] = {}
@@ -328,7 +329,10 @@ async def listen(web: JobService, heard: Heard) -> None:
     driver: Any = web.driver
     conn = driver.notifier.connection
     assert conn is not None
+    # The shared channel, and finished jobs (a submit on its shards' channels is heard by
+    # their owner alone, so it is not counted here).
     await conn.add_listener("shardq_jobs", heard)
+    await conn.add_listener("shardq_done", heard)
 
 
 # -- worker processes ------------------------------------------------------------------------
