@@ -98,7 +98,7 @@ class Runner:
             config, driver, clock, self._backlog.mailboxes, handlers.keys(), ownership.token
         )
         self._scheduler = Scheduler(
-            driver, config, clock, ids, ownership, handlers, metrics, self.offer
+            driver, config, clock, ids, ownership, handlers, self._instruments, self.offer
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._controls_load: asyncio.Task[None] | None = None

@@ -24,7 +24,6 @@ from ..config import Config
 from ..drivers.base import Driver, FiredTick, JobRef, NewJob, Ownership, ScheduleRecord
 from ..entity import job_entity
 from ..ids import Snowflake
-from ..observe import Metrics
 from ..schedules import ScheduleSpec, declared_in, record_of, schedule_shard, spec_of
 from .instruments import Instruments
 
@@ -57,7 +56,7 @@ class Scheduler:
         ids: Snowflake,
         ownership: Ownership,
         handlers: Mapping[str, Any],
-        metrics: Metrics,
+        instruments: Instruments,
         offer: Callable[[Iterable[JobRef]], None],
     ) -> None:
         self._driver = driver
@@ -66,8 +65,7 @@ class Scheduler:
         self._ids = ids
         self._ownership = ownership
         self._handlers = handlers
-        # Over the runner's metrics: a scheduler records only the jobs it submits.
-        self._instruments = Instruments(metrics)
+        self._instruments = instruments
         self._offer = offer
         self._armed: dict[str, _Armed] = {}
         self._due: set[str] = set()

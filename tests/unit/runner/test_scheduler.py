@@ -12,6 +12,7 @@ from shardq.config import Config
 from shardq.drivers.base import AllShards, FiredTick, JobRef, NewJob, ScheduleRecord
 from shardq.ids import Snowflake
 from shardq.observe import Metrics
+from shardq.runner.instruments import Instruments
 from shardq.runner.schedules import Scheduler
 from shardq.schedules import spec_of
 
@@ -75,7 +76,7 @@ async def test_the_jobs_of_fired_ticks_are_counted_once_each() -> None:
     driver.schedules.record.after_ms = clock.now_ms()  # every tick until now is handled
     offered: list[JobRef] = []
     scheduler = Scheduler(
-        driver, Config(), clock, Snowflake(1, clock.now_ms), AllShards("me"), {}, metrics,
+        driver, Config(), clock, Snowflake(1, clock.now_ms), AllShards("me"), {}, Instruments(metrics),
         offered.extend,
     )  # fmt: skip
     await scheduler.start()

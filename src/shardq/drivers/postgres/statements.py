@@ -134,7 +134,7 @@ START = (
 # out of processing clears it), failed ones also get a dead letter, and finished ones are
 # announced in chunks of ids. The fence names no state on purpose: the planner would then
 # scan the processing index and join the outcomes to it in a nested loop (quadratic in
-# the batch, 3 ms of a 5 ms step at 64 jobs); by id it looks each job up once. A finished
+# the batch, most of a step's time); by id it looks each job up once. A finished
 # job leaves job_queue; a retried, snoozed or throttled one moves there to its new run_at
 # (a snooze or a throttle gives its attempt back: the job runs again under the same attempt
 # number).
