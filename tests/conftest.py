@@ -6,7 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -80,6 +80,23 @@ async def drop_pg_database(url: str) -> None:
         await conn.close()
 
 
+# Dropping a database takes longer than most tests (the server syncs its files): drops run
+# one at a time beside the tests that follow, and the session waits for them at its end.
+_DROPPER = ThreadPoolExecutor(1, thread_name_prefix="drop-db")
+_DROPS: list[Future[None]] = []
+
+
+def drop_pg_database_later(url: str) -> None:
+    """Drop a database made by create_pg_database beside the next tests."""
+    _DROPS.append(_DROPPER.submit(asyncio.run, drop_pg_database(url)))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for drop in _DROPS:
+        drop.result()
+    _DROPPER.shutdown()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A URL for a fresh SQLite file."""
@@ -94,7 +111,7 @@ async def pg_url() -> AsyncIterator[str]:
     try:
         yield url
     finally:
-        await drop_pg_database(url)
+        drop_pg_database_later(url)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -108,7 +125,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     try:
         yield url
     finally:
-        await drop_pg_database(url)
+        drop_pg_database_later(url)
 
 
 @pytest.fixture
