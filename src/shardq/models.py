@@ -49,13 +49,14 @@ class HistoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class JobPayload:
-    """What was submitted: the seed's ``JobPayload``."""
+    """What was submitted: the seed's ``JobPayload``. ``max_attempts`` None means the
+    service's ``default_max_attempts``."""
 
     type: str
     payload: Any
     priority: Priority = "normal"
     dedupe_key: str | None = None
-    max_attempts: int = 3
+    max_attempts: int | None = None
     duration: Duration = "short"
     batch_id: str | None = None
     key: str | None = None

@@ -68,6 +68,9 @@ Name = Annotated[
         pattern=NAME_PATTERN,
     ),
 ]
+_MAX_ATTEMPTS = _rule(
+    "attempts before dead-letter, else the default", type="integer", minimum=1, maximum=MAX_ATTEMPTS
+)
 Id = Annotated[str, msgspec.Meta(pattern="^[0-9]{1,19}$", description="a decimal Snowflake id")]
 Time = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -95,10 +98,7 @@ class NewJob(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Annotated[Name, msgspec.Meta(description="a retained job with this key is returned")] | None
     ) = None
     # A JSON number without a fraction is an integer (1000.0 too, as JSON Schema counts).
-    max_attempts: Annotated[
-        int | float,
-        _rule("attempts before dead-letter", type="integer", minimum=1, maximum=MAX_ATTEMPTS),
-    ] = 3
+    max_attempts: Annotated[int | float, _MAX_ATTEMPTS] | None = None
     timeout: (
         Annotated[float, _rule("seconds each attempt may take", exclusiveMinimum=0, maximum=_MAX_S)]
         | None
@@ -112,7 +112,7 @@ class NewJob(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             payload=self.payload,
             priority=self.priority,
             dedupe_key=self.dedupe_key,
-            max_attempts=_integral(self.max_attempts),
+            max_attempts=None if self.max_attempts is None else _integral(self.max_attempts),
             duration=self.duration,
             key=self.key,
             timeout=self.timeout,

@@ -118,7 +118,7 @@ class JobHandle(Generic[R]):
             return self._decode(st.result)
         if st.status == "cancelled":
             raise JobError("AlreadyCancelled", self.id, message=f"job {self.id} was cancelled")
-        spent = st.job is not None and st.attempts >= st.job.max_attempts
+        spent = st.job is not None and st.attempts >= (st.job.max_attempts or 1)
         raise JobError(
             "MaxRetries" if spent else "Processing",
             self.id,

@@ -7,6 +7,7 @@ import contextvars
 import threading
 from typing import Any
 
+import httpx
 import pytest
 
 from shardq import JobError, JobService, current_job
@@ -230,3 +231,36 @@ def test_sync_wrappers_work_from_plain_code(database_url: str) -> None:
         with pytest.raises(JobError) as info:
             jobs.cancel_sync(job_id)
         assert info.value.reason == "AlreadyCancelled"
+
+
+async def test_a_job_without_max_attempts_gets_the_configured_default(
+    make_service: ServiceFactory,
+) -> None:
+    """From submit, from a batch of JobPayload and over HTTP alike."""
+    from shardq.http import create_app
+
+    jobs = make_service(runner=False, default_max_attempts=5)
+    async with jobs:
+        one = await jobs.submit("t", 1)
+        two, three = await jobs.submit_many(
+            [JobPayload("t", 2), JobPayload("t", 3, max_attempts=2)]
+        )
+        transport = httpx.ASGITransport(app=create_app(jobs, "t0ken"))
+        auth = {"Authorization": "Bearer t0ken"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", headers=auth
+        ) as http:
+            answer = await http.post("/api/jobs", json={"type": "t", "payload": 4})
+            assert answer.status_code == 201, answer.text
+            four = answer.json()["id"]
+            answer = await http.post(
+                "/api/jobs/batch", json={"jobs": [{"type": "t", "payload": 5}]}
+            )
+            assert answer.status_code == 201, answer.text
+            [five] = [r["id"] for r in answer.json()["jobs"]]
+        attempts = {}
+        for job_id in (one, two.job_id, three.job_id, four, five):
+            st = await jobs.status(job_id)
+            assert st.job is not None
+            attempts[job_id] = st.job.max_attempts
+        assert list(attempts.values()) == [5, 5, 2, 5, 5]

@@ -57,7 +57,7 @@ def encode_spec(
         key=spec.key,
         shard=job_entity(job_id, spec.key, config.shards).shard,
         dedupe_key=spec.dedupe_key,
-        max_attempts=ma,
+        max_attempts=config.default_max_attempts if ma is None else ma,
         timeout=valid[1],
         duration=spec.duration,
         batch_id=spec.batch_id,

@@ -223,7 +223,9 @@ def check_options(spec: JobPayload) -> tuple[int, float | None]:
         raise JobError.from_validation(
             None, f"unknown duration {show(duration)}; use 'short' or 'long'"
         )
-    if not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= MAX_ATTEMPTS:
+    if ma is not None and (
+        not isinstance(ma, int) or isinstance(ma, bool) or not 1 <= ma <= MAX_ATTEMPTS
+    ):
         raise JobError.from_validation(
             None, f"max_attempts must be an integer 1..{MAX_ATTEMPTS}, got {show(ma)}"
         )
