@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -62,6 +63,16 @@ def cpu_seconds() -> float:
     """User plus system CPU time of this process."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def write_results(name: str, started: str, doc: dict[str, Any]) -> Path:
+    """Write ``doc`` to ``bench/results/<name>-<started, compact>.json`` (``started``: an ISO
+    UTC time such as 2026-12-01T20:31:40Z); returns the path."""
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(exist_ok=True)
+    path = results / f"{name}-{started.replace('-', '').replace(':', '')}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
 
 
 def emit(result: dict[str, Any]) -> None:

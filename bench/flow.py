@@ -31,7 +31,6 @@ import asyncio
 import bisect
 import contextlib
 import itertools
-import json
 import platform
 import shutil
 import statistics
@@ -43,9 +42,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import FreshPostgres, clock, percentile, rate
+from bench.common import FreshPostgres, clock, percentile, rate, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 1000
 RATE_PER_S = 200
@@ -352,9 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     for engine, r in results.items():
         for line in verdicts(engine, r):
             print(line)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"flow-{started.replace('-', '').replace(':', '')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_results("flow", started, report)
     print(f"written to {path.relative_to(ROOT)}")
     return 0
 

@@ -49,7 +49,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import PG_ADMIN_URL, RESULT_PREFIX, FreshPostgres, emit, percentile
+from bench.common import (
+    PG_ADMIN_URL,
+    RESULT_PREFIX,
+    FreshPostgres,
+    emit,
+    percentile,
+    write_results,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Seconds the runner keeps going after the window, so the window's last ticks can start.
@@ -406,9 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     doc = asyncio.run(orchestrate(args))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"schedules-{doc['date'].replace('-', '').replace(':', '')}.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path = write_results("schedules", doc["date"], doc)
     print(_summary(doc))
     print(f"written to {path}")
     return 0

@@ -53,11 +53,11 @@ from typing import Any, Literal
 
 import msgspec
 
+from bench.common import write_results
 from shardq import schema
 from shardq._internal.validation import check_name, check_options, encode_json
 from shardq.models import JobPayload
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 1000
 
@@ -315,9 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU time per call, median of {args.rounds} interleaved rounds:")
     for line in table_lines(measured["results"]):
         print(line)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"schema-cost-{started.replace('-', '').replace(':', '')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_results("schema-cost", started, report)
     print(f"written to {path.relative_to(ROOT)}")
     return 0
 
