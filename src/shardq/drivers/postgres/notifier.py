@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import asyncpg
@@ -81,35 +81,39 @@ class Notifier:
         async with self._busy:
             new = set(channels) - self._added
             self._added |= new
-            conn = self._conn
-            if not new or conn is None or self._lost.is_set():
-                return
-            try:
-                async with asyncio.timeout(PROBE_TIMEOUT):
-                    await listening.listen(conn, new, self._deliver)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("listening on %d channel(s) failed (%r); reconnecting", len(new), e)
-                self._lost.set()
+            await self._change(new, listening.listen, "listening on")
 
     async def unlisten(self, channels: Collection[str]) -> None:
         """Stop listening on ``channels`` (added with ``listen``)."""
         async with self._busy:
             gone = self._added & set(channels)
             self._added -= gone
-            conn = self._conn
-            if not gone or conn is None or self._lost.is_set():
-                return
-            try:
-                async with asyncio.timeout(PROBE_TIMEOUT):
-                    await listening.unlisten(conn, gone, self._deliver)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                # Still listening is harmless: what is heard of shards not owned is dropped.
-                log.warning("unlistening %d channel(s) failed (%r); reconnecting", len(gone), e)
-                self._lost.set()
+            # Should this fail, still listening is harmless: what is heard of shards not
+            # owned is dropped.
+            await self._change(gone, listening.unlisten, "unlistening")
+
+    async def _change(
+        self,
+        channels: set[str],
+        change: Callable[
+            [asyncpg.Connection, Collection[str], listening.Listener], Awaitable[None]
+        ],
+        what: str,
+    ) -> None:
+        """Apply ``change`` to ``channels`` on the connection (``_busy`` held). Without a
+        connection, the next one listens on ``_added``; a failure reconnects, and the
+        owner then looks at storage (``on_reconnect``)."""
+        conn = self._conn
+        if not channels or conn is None or self._lost.is_set():
+            return
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await change(conn, channels, self._deliver)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("%s %d channel(s) failed (%r); reconnecting", what, len(channels), e)
+            self._lost.set()
 
     async def listening(self) -> frozenset[str]:
         """The channels the server says this listener's session is subscribed to now."""
