@@ -70,6 +70,8 @@ class Hearing:
         self._again = False
         self._rescans: set[asyncio.Task[None]] = set()
         self._watched_at = 0.0
+        # Listening on DONE_CHANNEL (from its LISTEN until its UNLISTEN begins), kept by
+        # ``_watching``, which ends it once no call renewed it for WATCH_FOR seconds.
         self._watching: asyncio.Task[None] | None = None
 
     async def refresh(self) -> None:
@@ -129,10 +131,10 @@ class Hearing:
     async def watch_finished(self) -> None:
         """Hear finished jobs from when this returns, for ``WATCH_FOR`` seconds at least."""
         self._watched_at = self._clock.monotonic()
-        if self.notifier is None:
-            return
-        # Listening already: no round trip. Concurrent first calls all return once the
-        # LISTEN is in force (the notifier runs one statement at a time).
+        if self.notifier is None or self._watching is not None:
+            return  # listening already (a wait looks each second: no statement, no lock)
+        # Concurrent first calls all return once the LISTEN is in force (the notifier runs
+        # one statement at a time).
         await self.notifier.listen([DONE_CHANNEL])
         if self._watching is None:
             self._watching = asyncio.get_running_loop().create_task(self._unwatch_when_idle())
@@ -144,11 +146,12 @@ class Hearing:
                 if idle >= WATCH_FOR:
                     break
                 await self._clock.sleep(WATCH_FOR - idle)
-            self._watching = None
+            self._watching = None  # calls from now on LISTEN again (after this UNLISTEN)
             if self.notifier is not None:
                 await self.notifier.unlisten([DONE_CHANNEL])
         finally:
-            self._watching = None
+            if self._watching is asyncio.current_task():
+                self._watching = None
 
     async def close(self) -> None:
         """Stop the reads, rescans and watches in flight."""
