@@ -31,8 +31,8 @@ class Config:
 
     The runner:
 
-    - ``concurrency``: handlers run at once, split between priorities by their weights; one
-      slot in sixteen is kept for critical jobs.
+    - ``concurrency``: handlers run at once, split between priorities by their weights;
+      critical jobs may take one slot in sixteen beyond them.
     - ``ready_window``: queued jobs per priority held in memory (more stay in storage).
     - ``mailbox_capacity``: jobs one keyed entity holds in memory (never the jobs stored).
     - ``max_idle``: seconds an empty mailbox lives on before it is evicted.

@@ -60,12 +60,14 @@ async def test_busy_priorities_share_capacity_by_weight(make_service: ServiceFac
     assert all(abs(counts[p] - n) <= 1 for p, n in expected.items()), counts
 
 
-async def test_critical_work_starts_while_every_other_slot_is_busy(
+async def test_critical_work_starts_while_every_slot_is_busy(
     make_service: ServiceFactory,
 ) -> None:
-    jobs = make_service(concurrency=16)  # one slot in sixteen is kept for critical jobs
+    # Every one of the 16 slots runs low jobs; one more, beyond them, is kept for critical
+    # jobs (one in sixteen).
+    jobs = make_service(concurrency=16)
     gate = asyncio.Event()
-    fifteen_running = asyncio.Event()
+    all_running = asyncio.Event()
     critical_started = asyncio.Event()
     running = 0
 
@@ -73,8 +75,8 @@ async def test_critical_work_starts_while_every_other_slot_is_busy(
     async def low(p: Any) -> None:
         nonlocal running
         running += 1
-        if running == 15:
-            fifteen_running.set()
+        if running == 16:
+            all_running.set()
         await gate.wait()
 
     @jobs.handler("urgent")
@@ -83,12 +85,12 @@ async def test_critical_work_starts_while_every_other_slot_is_busy(
 
     async with jobs:
         lows = await jobs.submit("low", list(range(100)), priority="low")
-        await asyncio.wait_for(fifteen_running.wait(), timeout=10)
-        assert running == 15  # the sixteenth slot stays free even with 85 lows waiting
+        await asyncio.wait_for(all_running.wait(), timeout=10)
         critical = await jobs.submit("urgent", {}, priority="critical")
         # No low job has finished: the critical one starts in the kept slot.
         await asyncio.wait_for(critical_started.wait(), timeout=10)
         assert (await jobs.wait(critical, timeout=10)).status == "complete"
+        assert running == 16  # with 84 lows waiting, none took the kept slot
         gate.set()
         for job_id in lows:
             await jobs.wait(job_id, timeout=20)

@@ -66,13 +66,15 @@ class Dispatcher:
         # frees runs one of them at once, instead of after the round trip of the step that
         # writes its outcome and starts its next job (the largest loss of a slot's cycle).
         self._ahead = concurrency // 4
-        self.free = concurrency + self._ahead
-        #: Handlers running now (at most ``concurrency``), and started jobs waiting for one.
+        # Slots beyond ``concurrency`` that only critical jobs may take, so that one arriving
+        # behind a backlog of lower priorities starts at once instead of waiting for a
+        # running job to finish.
+        self._reserve = concurrency // 16
+        self.free = concurrency + self._reserve + self._ahead
+        #: Handlers running now (at most ``concurrency``, and the reserve for critical jobs),
+        #: and started jobs waiting for one.
         self.handling = 0
         self._waiting: deque[Attempt] = deque()
-        # Slots that only critical jobs may take, so that one arriving behind a backlog of
-        # lower priorities starts at once instead of waiting for a running job to finish.
-        self._reserve = concurrency // 16
         self._picker = WeightedPicker([PRIORITY_WEIGHTS[p] for p in PRIORITIES])
         # Jobs whose start was sent but not confirmed (the write failed, maybe after its
         # commit): storage may hold them as processing here although no handler runs them.
@@ -347,7 +349,7 @@ class Dispatcher:
             if self.free > reserve:
                 p = self._picker.pick([bool(q) for q in ready])
             else:
-                # The last few slots are kept for critical work, so it never waits for a
+                # The reserve is kept for critical work, so it never waits for a
                 # slot to free up behind a backlog of lower priorities.
                 p = 0 if ready[0] else -1
             if p < 0:
@@ -415,19 +417,19 @@ class Dispatcher:
         attempt.task = loop.create_task(self._attempts.run(attempt))
 
     def _handler_slots(self, priority: int) -> int:
-        """The handler slots a job of ``priority`` may take: the reserve's last ones only
-        critical jobs (so one started ahead never waits behind lower priorities)."""
-        return self._concurrency if priority == 0 else self._concurrency - self._reserve
+        """The handler slots a job of ``priority`` may take: critical jobs also the reserve
+        (so one started ahead never waits behind lower priorities)."""
+        return self._concurrency + self._reserve if priority == 0 else self._concurrency
 
     def handler_done(self) -> None:
         """A handler ended: its slot runs the next job started ahead, if one waits (a
         critical one first)."""
         self.handling -= 1
         waiting = self._waiting
-        if not waiting or self.handling >= self._concurrency:
+        if not waiting or self.handling >= self._concurrency + self._reserve:
             return
         pick = next((a for a in waiting if a.job.priority == 0), None)
-        if pick is None and self.handling < self._concurrency - self._reserve:
+        if pick is None and self.handling < self._concurrency:
             pick = waiting[0]
         if pick is not None:
             waiting.remove(pick)

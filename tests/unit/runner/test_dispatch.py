@@ -1,4 +1,4 @@
-"""Picking: the priorities' weights share the slots, the last ones wait for critical jobs."""
+"""Picking: the priorities' weights share the slots; a few more wait for critical jobs."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def test_the_last_slot_is_kept_for_a_critical_job() -> None:
     dispatch, backlog = make(16)
     backlog.offer([ref(i, priority=3) for i in range(1, 41)])
     picked = dispatch._pick(0)
-    # 16 slots and 4 started ahead of them; the last one is kept.
-    assert len(picked) == 19 and dispatch.free == 1
+    # 16 slots and 4 started ahead of them; one more, for critical jobs, is kept.
+    assert len(picked) == 20 and dispatch.free == 1
     assert dispatch._pick(0) == []
     backlog.offer([ref(100, priority=0)])
     assert [r.id for r in dispatch._pick(0)] == [100]
@@ -53,9 +53,9 @@ def test_slots_are_shared_by_weight_when_every_priority_waits() -> None:
     backlog.offer([ref(p * 1000 + i, priority=p) for p in range(4) for i in range(100)])
     picked = dispatch._pick(0)
     by_priority = [sum(1 for r in picked if r.priority == p) for p in range(4)]
-    # 160 slots and 40 started ahead: 190 outside the reserve, 4:3:2:1 of them, and the
-    # reserve's 10 to critical.
-    assert by_priority == [86, 57, 38, 19]
+    # 160 slots and 40 started ahead: 200 shared 4:3:2:1, and the 10 kept beyond them to
+    # critical.
+    assert by_priority == [90, 60, 40, 20]
 
 
 async def test_a_key_runs_one_job_at_a_time() -> None:
