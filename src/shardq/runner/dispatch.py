@@ -62,10 +62,11 @@ class Dispatcher:
         self.cancel_pending = cancel_pending
         self._wake = wake
         self._concurrency = concurrency
-        # Jobs started ahead of a free handler slot (about one step's worth): a slot that
-        # frees runs one of them at once, instead of after the round trip of the step that
-        # writes its outcome and starts its next job (the largest loss of a slot's cycle).
-        self._ahead = concurrency // 4
+        # Jobs started ahead of a free handler slot: a slot that frees runs one of them at
+        # once, instead of after the round trip of the step that writes its outcome and
+        # starts its next job (the largest loss of a slot's cycle). Enough for the slots
+        # that free during one step even when a busy server makes its round trip long.
+        self._ahead = concurrency // 2
         # Slots beyond ``concurrency`` that only critical jobs may take, so that one arriving
         # behind a backlog of lower priorities starts at once instead of waiting for a
         # running job to finish.

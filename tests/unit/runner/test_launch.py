@@ -94,8 +94,8 @@ async def test_a_job_started_ahead_runs_the_moment_a_handler_slot_frees() -> Non
         await release.wait()
 
     dispatch._attempts._handlers["t"] = slow
-    # Concurrency 4: one more is started ahead of the handler slots.
-    assert dispatch.free == 5
+    # Concurrency 4: two more are started ahead of the handler slots.
+    assert dispatch.free == 6
     dispatch._launch([ref(i) for i in range(1, 6)], [started(i) for i in range(1, 6)], {})
     assert dispatch.handling == 4
     assert running[5].task is None
