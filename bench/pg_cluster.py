@@ -380,6 +380,14 @@ async def _keep_loaded(url: str, target: int, stop: asyncio.Event) -> int:
     return submitted
 
 
+def _cpu_times() -> tuple[int, int]:
+    """The machine's busy and total CPU time so far (jiffies, all cores, ``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
 async def _window(db: asyncpg.Connection, t0: int, t1: int) -> dict[str, float]:
     done = await db.fetchval(
         "SELECT count(*) FROM jobs WHERE finished_at >= $1 AND finished_at < $2", t0, t1
@@ -432,12 +440,18 @@ async def _scale_one(runners: int, seconds: float, kills: int) -> dict[str, Any]
         try:
             ids = await _runner_ids(db, procs)
             await _settled(db, ids)
-            loader = asyncio.create_task(_keep_loaded(url, runners * 32 * 2, stop))
+            # Four jobs per slot: the queue never runs dry between the submitter's top-ups
+            # (every 10 ms), so the runners, not the submitter, set the pace.
+            loader = asyncio.create_task(_keep_loaded(url, runners * 32 * 4, stop))
             await asyncio.sleep(2.0)  # warm-up
-            t0 = _now_ms()
+            t0, cpu0 = _now_ms(), _cpu_times()
             await asyncio.sleep(seconds)
-            t1 = _now_ms()
+            t1, cpu1 = _now_ms(), _cpu_times()
             out: dict[str, Any] = {"runners": runners, **await _window(db, t0, t1)}
+            busy, total = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+            out["cpu_busy"] = busy / total
+            jobs = out["jobs_per_s"] * (t1 - t0) / 1000
+            out["cpu_ms_per_job"] = busy * 1000 / os.sysconf("SC_CLK_TCK") / jobs
             out["ideal_per_s"] = runners * IDEAL_PER_RUNNER
             out["efficiency"] = out["jobs_per_s"] / out["ideal_per_s"]
             failovers: list[float] = []
@@ -626,13 +640,16 @@ def report(scaling: dict[str, Any], moves: dict[str, Any] | None, command: str) 
         "",
         f"Written by `{command}` on {time.strftime('%Y-%m-%d')} (this machine: 2 cores, one"
         " PostgreSQL 15 on the same host). Each handler awaits 20 ms; each runner is a",
-        "`shardq worker` of concurrency 32; a submitter keeps about 64 jobs per runner"
-        " unfinished. Ideal: runners x 32 / 20 ms. Failover: kill -9 of one runner under"
-        " that load to the first re-run of one of its in-flight jobs on a survivor.",
+        "`shardq worker` of concurrency 32; a submitter keeps about 128 jobs per runner"
+        " unfinished (so submit-to-start includes the wait in that queue). Ideal: runners"
+        " x 32 / 20 ms. CPU: the whole machine's, busy over the window, and that time per"
+        " job processed (runners, server and submitter together). Failover: kill -9 of one"
+        " runner under that load to the first re-run of one of its in-flight jobs on a"
+        " survivor.",
         "",
-        "| runners | jobs/s | ideal | efficiency | submit-to-start p50 / p99 ms"
-        " | failover p50 / max ms (kills) |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| runners | jobs/s | ideal | efficiency | CPU busy | CPU ms per job"
+        " | submit-to-start p50 / p99 ms | failover p50 / max ms (kills) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in scaling.values():
         fails = r.get("failovers", [])
@@ -643,7 +660,8 @@ def report(scaling: dict[str, Any], moves: dict[str, Any] | None, command: str) 
         )
         lines.append(
             f"| {r['runners']} | {_f(r['jobs_per_s'], 0)} | {_f(r['ideal_per_s'], 0)}"
-            f" | {r['efficiency']:.2f} | {_f(r['start_p50_ms'])} / {_f(r['start_p99_ms'])}"
+            f" | {r['efficiency']:.2f} | {r['cpu_busy']:.0%} | {r['cpu_ms_per_job']:.2f}"
+            f" | {_f(r['start_p50_ms'])} / {_f(r['start_p99_ms'])}"
             f" | {fo} |"
         )
     if moves:
