@@ -541,6 +541,12 @@ async def measure_cycle(seconds: float = 6.0) -> dict[str, float]:
 # -- moved shards ----------------------------------------------------------------------------
 
 
+def _owners(runners: Sequence[str]) -> dict[int, str]:
+    """Each shard's owner on the ring of ``runners``."""
+    ring = HashRing(runners)
+    return {s: o for s in range(_SHARDS) if (o := ring.owner(s)) is not None}
+
+
 def _moved(before: dict[int, str], after: dict[int, str]) -> float:
     return sum(before.get(s) != after.get(s) for s in range(_SHARDS)) / _SHARDS
 
@@ -553,17 +559,14 @@ def ring_moves(trials: int = 50, most: int = 8) -> dict[str, Any]:
     leaves: dict[int, list[float]] = {n: [] for n in range(2, most + 1)}
     for _ in range(trials):
         ids = [uuid.uuid4().hex for _ in range(most)]
-        maps = [
-            {s: o for s in range(_SHARDS) if (o := HashRing(ids[:n]).owner(s)) is not None}
-            for n in range(1, most + 1)
-        ]
+        maps = [_owners(ids[:n]) for n in range(1, most + 1)]
         for n in range(2, most + 1):
             joins[n].append(_moved(maps[n - 2], maps[n - 1]))
             # Leaving: the last to join leaves first, or any other; the ring is symmetric,
             # so the leave of a random member is measured as the join read backwards.
             leaver = random.randrange(n)
             rest = ids[:leaver] + ids[leaver + 1 : n]
-            after = {s: o for s in range(_SHARDS) if (o := HashRing(rest).owner(s)) is not None}
+            after = _owners(rest)
             leaves[n].append(_moved(maps[n - 1], after))
 
     def row(v: list[float]) -> dict[str, float]:
@@ -590,7 +593,7 @@ async def measure_moves(real: int = 4) -> dict[str, Any]:
                 procs.append(_worker(url, 8))
                 ids += await _runner_ids(db, procs[-1:])
                 after = await _settled(db, ids)
-                predicted = {s: HashRing(ids).owner(s) for s in range(_SHARDS)}
+                predicted = _owners(ids)
                 if before:
                     observed[f"join {n - 1}->{n}"] = {
                         "moved": _moved(before, after),
