@@ -41,6 +41,7 @@ from ..base import (
     NewJob,
     Outcome,
     Ownership,
+    Recovered,
     ReplayResult,
     job_refs,
 )
@@ -488,9 +489,9 @@ class PostgresDriver:
 
     async def recover(
         self, shards: Collection[int] | None, now: int, keep_owner: str | None = None
-    ) -> int:
+    ) -> Recovered:
         if shards is not None and not shards:
-            return 0
+            return Recovered(0, [])
         cancelled, requeued = await self._interrupted(
             "id IN (SELECT id FROM job_queue WHERE $1::int[] IS NULL OR shard = ANY($1::int[]))"
             " AND ($5::text IS NULL OR owner IS DISTINCT FROM $5::text)",
@@ -498,7 +499,7 @@ class PostgresDriver:
             now,
             "interrupted: the runner stopped during the attempt",
         )
-        return cancelled + len(requeued)
+        return Recovered(cancelled, requeued)
 
     async def undo_starts(self, ids: Collection[int], owner: str, now: int) -> list[JobRef]:
         if not ids:

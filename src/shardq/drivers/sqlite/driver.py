@@ -36,6 +36,7 @@ from ..base import (
     NewJob,
     Outcome,
     Ownership,
+    Recovered,
     ReplayResult,
     StartedJob,
     job_refs,
@@ -457,12 +458,12 @@ class SQLiteDriver:
 
     async def recover(
         self, shards: Collection[int] | None, now: int, keep_owner: str | None = None
-    ) -> int:
+    ) -> Recovered:
         kept = () if keep_owner is None else (keep_owner,)
         shard_scope, args = _in_shards(shards, kept)
         scope = "state = 'processing'" + " AND owner IS NOT ?" * len(kept) + shard_scope
 
-        def run(c: sqlite3.Connection) -> tuple[list[int], int]:
+        def run(c: sqlite3.Connection) -> tuple[list[int], list[JobRef]]:
             cancelled = c.execute(
                 "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,"
                 f" owner = NULL, {APPEND} WHERE cancel_requested = 1 AND {scope} RETURNING id",
@@ -470,15 +471,15 @@ class SQLiteDriver:
             ).fetchall()
             requeued = c.execute(
                 "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?, owner = NULL,"
-                f" {APPEND} WHERE {scope}",
+                f" {APPEND} WHERE {scope} RETURNING {_REF}",
                 (now, now, "queued", now, "interrupted: the runner stopped during the attempt",
                  *args),
-            ).rowcount  # fmt: skip
-            return [r[0] for r in cancelled], int(requeued)
+            ).fetchall()  # fmt: skip
+            return [r[0] for r in cancelled], job_refs(requeued)
 
         cancelled, requeued = await self._tx(run)
         self._tell_watchers(cancelled)
-        return len(cancelled) + requeued
+        return Recovered(len(cancelled), requeued)
 
     async def undo_starts(self, ids: Collection[int], owner: str, now: int) -> list[JobRef]:
         ids = list(ids)
