@@ -97,6 +97,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _DROPPER.shutdown()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """Captured output with lone surrogates (tests feed them to the service on purpose) is
+    escaped: a report crosses to the parallel runs' controller as UTF-8."""
+    report: pytest.TestReport = yield
+    report.sections = [(title, _utf8(text)) for title, text in report.sections]
+    return report
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A URL for a fresh SQLite file."""
