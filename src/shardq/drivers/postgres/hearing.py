@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection
 
 import asyncpg
 
-from ..._internal.tasks import cancel_and_wait
+from ..._internal.tasks import Coalesced, cancel_and_wait
 from ...clock import Clock
 from .notifier import Notifier
 from .payloads import job_channel
@@ -66,8 +66,7 @@ class Hearing:
         #: Announce submits on their shards' channels (every live runner hears them there).
         self.by_shard = False
         self.notifier: Notifier | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._again = False
+        self._refreshes = Coalesced(self._refresh_logged)
         self._rescans: set[asyncio.Task[None]] = set()
         self._watched_at = 0.0
         # Listening on DONE_CHANNEL (from its LISTEN until its UNLISTEN begins), kept by
@@ -87,26 +86,14 @@ class Hearing:
     def members_changed(self, payload: str = "") -> None:
         """A runner joined, left or handed shards over: read the runners again (once at a
         time; a change heard during a read is read after it)."""
-        if self._task is not None:
-            self._again = True
-            return
-        self._task = asyncio.get_running_loop().create_task(self._refreshing())
+        self._refreshes.request()
 
-    async def _refreshing(self) -> None:
+    async def _refresh_logged(self) -> None:
         try:
-            while True:
-                self._again = False
-                try:
-                    await self.refresh()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    # Kept as it was: the next change, or a reconnection, reads again.
-                    log.warning("reading which runners hear shard channels failed (%r)", e)
-                if not self._again:
-                    return
-        finally:
-            self._task = None
+            await self.refresh()
+        except Exception as e:
+            # Kept as it was: the next change, or a reconnection, reads again.
+            log.warning("reading which runners hear shard channels failed (%r)", e)
 
     async def _rescan(self) -> None:
         try:
@@ -155,8 +142,8 @@ class Hearing:
 
     async def close(self) -> None:
         """Stop the reads, rescans and watches in flight."""
-        for task in [self._task, self._watching, *self._rescans]:
+        await self._refreshes.stop()
+        for task in [self._watching, *self._rescans]:
             if task is not None:
                 await cancel_and_wait(task)
-        self._task = None
         self._watching = None
