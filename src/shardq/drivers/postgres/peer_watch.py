@@ -5,9 +5,8 @@ same lock, on a connection of its own, is granted it by the server the instant t
 ends (kill -9, a crashed machine, a terminated backend): the lock wait is the death notice.
 Runners watch one another in a ring (each its successor among the live runners, sorted by
 id), so every runner is watched by one peer at the price of one connection each. The
-watcher then announces the departure on the members channel (``gone <runner id>``), and
-every runner rebalances at once; the watcher's own runner is told before that statement is
-sent (``on_gone``). The heartbeat stays as the fallback: it still notices what a watch missed (a
+watcher then announces the departure on the members channel, and every runner rebalances
+at once. The heartbeat stays as the fallback: it still notices what a watch missed (a
 watcher that died at the same time).
 """
 
@@ -16,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -39,8 +38,7 @@ def successor(me: str, live: Sequence[tuple[str, int]]) -> tuple[str, int] | Non
 
 class PeerWatch:
     """Waits on one peer's runner lock (space ``lock_space``) on a dedicated connection; once
-    granted, calls ``on_gone(peer id)``, then releases it and sends
-    ``pg_notify(channel, 'gone <peer id>')``."""
+    granted, releases it and sends ``pg_notify(channel, 'gone')``."""
 
     def __init__(
         self,
@@ -50,9 +48,7 @@ class PeerWatch:
         *,
         server_settings: dict[str, str] | None = None,
         timeout: float = 2.0,
-        on_gone: Callable[[str], None] = lambda runner: None,
     ) -> None:
-        self._on_gone = on_gone
         self._dsn = dsn
         self._space = lock_space
         self._channel = channel
@@ -97,13 +93,11 @@ class PeerWatch:
         try:
             # Granted only when the peer's session has ended (or it left and unlocked).
             await conn.execute("SELECT pg_advisory_lock($1, $2)", self._space, key)
-            self._on_gone(runner)
             await conn.execute(
-                "SELECT pg_advisory_unlock($1, $2), pg_notify($3, $4)",
+                "SELECT pg_advisory_unlock($1, $2), pg_notify($3, 'gone')",
                 self._space,
                 key,
                 self._channel,
-                f"gone {runner}",
             )
             log.info("runner %s is gone", runner)
         except asyncio.CancelledError:

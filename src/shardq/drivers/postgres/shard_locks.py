@@ -38,8 +38,7 @@ log = logging.getLogger("shardq.postgres.shard_locks")
 
 T = TypeVar("T")
 OnChange = Callable[[set[int], set[int]], Awaitable[None]]
-#: Told of shards about to be taken (before the runner reads them), and of shards given up
-#: (after it stopped) or not taken after all.
+#: Told of shards taken (before the runner reads them) or given up (after it stopped).
 OnShards = Callable[[Collection[int]], Awaitable[None]]
 
 #: The channel on which runners announce joining, handing over and leaving.
@@ -147,17 +146,12 @@ class ShardLocks:
         self._kick = asyncio.Event()
         self._lost = False
         self._task: asyncio.Task[None] | None = None
-        # The live runners' rows as the last heartbeat read them, and runners announced
-        # dead since: a death is acted on before the next read (see ``_take_from_dead``).
-        self._live: list[Any] = []
-        self._dead: set[str] = set()
         self._watch = PeerWatch(
             dsn,
             RUNNER_LOCK_SPACE,
             MEMBERS_CHANNEL,
             server_settings=self._settings,
             timeout=op_timeout,
-            on_gone=self._gone,
         )
         #: What the heartbeat publishes: handlers running, concurrency, jobs finished per
         #: second (the service installs its own; this default knows only the running jobs).
@@ -251,12 +245,6 @@ class ShardLocks:
         self._kick.set()
 
     def _on_members(self, conn: Any, pid: int, channel: str, payload: object) -> None:
-        if isinstance(payload, str) and payload.startswith("gone "):
-            self._dead.add(payload[5:])
-        self._kick.set()
-
-    def _gone(self, runner: str) -> None:
-        self._dead.add(runner)
         self._kick.set()
 
     async def _connect(self) -> None:
@@ -367,29 +355,12 @@ class ShardLocks:
         if conn is None:
             raise ConnectionError("no lock session")
         now = self._clock.now_ms()
-        dead = set(self._dead)
-        if dead:
-            await self._take_from_dead(conn, now)
         running, capacity, rate = self.report()
         rows = await self._bounded(conn.fetch(_LIVE, self.token, now, running, capacity, rate))
-        self._live = rows
-        # A death announced during the read may not show in it: it stays for the next
-        # balance, which its kick starts.
-        self._dead -= dead
         desired = self._desired_for(self._ring(rows))
         await self._watch.follow(successor(self.token, [(r[0], r[1]) for r in rows]))
         await self._hand_over(conn, desired)
         await self._take(conn, desired, now)
-
-    async def _take_from_dead(self, conn: asyncpg.Connection, now: int) -> None:
-        """A runner was announced dead: take this runner's share of its shards now, from the
-        ring of the runners last read live without it, one statement before the heartbeat
-        reads them again. Were that ring stale (a runner joined meanwhile), the shard locks
-        still let only one runner take a shard, and the balance that follows hands over
-        what the new ring gives to another."""
-        survivors = [r for r in self._live if r[0] not in self._dead]
-        if survivors and len(survivors) < len(self._live):
-            await self._take(conn, self._desired_for(self._ring(survivors)), now)
 
     async def _hand_over(self, conn: asyncpg.Connection, desired: frozenset[int]) -> None:
         """Hand over what another runner should own: stop starting its jobs first, then
@@ -447,26 +418,18 @@ class ShardLocks:
         """Take the free shards this runner should own."""
         want = desired - self._held
         if want:
-            # Listen on the shards before serving them: what is heard of them before is
-            # dropped, and read with their backlog. The LISTEN goes over the notifier's
-            # connection while the lock session takes them: two round trips at once.
-            listening = None if self._gained is None else asyncio.ensure_future(self._gained(want))
-            try:
-                # One statement locks the free ones and records the owner. Should it fail,
-                # the balancer fences: the session ends, and every lock it took with it.
-                got = {
-                    r[0]
-                    for r in await self._bounded(conn.fetch(_TAKE, sorted(want), self.token, now))
-                }
-                self._held |= got
-            finally:
-                if listening is not None:
-                    await listening
-            if want - got and self._released is not None:
-                await self._released(want - got)
+            # One statement locks the free ones and records the owner. Should it fail, the
+            # balancer fences: the session ends, and every lock it took with it.
+            got = {
+                r[0] for r in await self._bounded(conn.fetch(_TAKE, sorted(want), self.token, now))
+            }
             if got:
-                # From serving to the runner's on_change nothing awaits, so nothing heard
-                # overtakes the read of the shards' backlog.
+                self._held |= got
+                # Listen on the shards before serving them: what is heard of them before
+                # is dropped, and read with their backlog. From serving to the runner's
+                # on_change nothing awaits, so nothing heard overtakes that read.
+                if self._gained is not None:
+                    await self._gained(got)
                 if self._lost:
                     raise ConnectionError("the lock session was lost while acquiring")
                 self._serving = frozenset(self._held - self._releasing.keys())
