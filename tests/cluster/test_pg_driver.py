@@ -96,7 +96,7 @@ async def test_an_upgraded_database_keeps_its_queued_and_running_jobs(pg_url: st
     await d.open()
     try:
         assert [r.id for r in await d.load_ready(None, 2, 5000, 10)] == [1]
-        assert (await d.recover({5}, 6000)).touched == 1
+        assert await d.recover({5}, 6000) == 1
         assert [r.id for r in await d.load_ready(None, 2, 7000, 10)] == [1, 2]
         started = (await d.advance([], [1, 2], "A", 7000)).started
         done = [Outcome(s.id, s.attempts, "complete", 8000) for s in started]

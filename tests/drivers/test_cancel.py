@@ -31,7 +31,7 @@ async def test_a_running_job_is_flagged_and_recovery_cancels_it(driver: Driver) 
     assert await driver.cancel_job(1, 2500) == "requested"
     assert await driver.cancel_job(1, 2600) == "requested"
     assert await states(driver, [1]) == {1: "processing"}
-    assert (await driver.recover(None, 3000)).touched == 1
+    assert await driver.recover(None, 3000) == 1
     assert await states(driver, [1]) == {1: "cancelled"}
 
 

@@ -119,20 +119,6 @@ class Advanced:
 
 
 @dataclass(frozen=True, slots=True)
-class Recovered:
-    """What one ``Driver.recover`` did: how many jobs it cancelled (their cancel had been
-    requested), and the refs of those it queued again."""
-
-    cancelled: int
-    queued: list[JobRef]
-
-    @property
-    def touched(self) -> int:
-        """Every job it moved out of processing."""
-        return self.cancelled + len(self.queued)
-
-
-@dataclass(frozen=True, slots=True)
 class RateSpec:
     """``count`` starts per ``per`` seconds, ``burst`` more at once after a quiet spell."""
 
@@ -460,11 +446,11 @@ class Driver(Protocol):
 
     async def recover(
         self, shards: Collection[int] | None, now: int, keep_owner: str | None = None
-    ) -> Recovered:
+    ) -> int:
         """Return interrupted (processing) jobs of ``shards`` to the queue; a job whose
         cancel was requested becomes cancelled instead. Jobs that ``keep_owner`` runs are
         left alone (a runner recovering shards it just acquired may already have started
-        some of their jobs)."""
+        some of their jobs). Returns how many were touched."""
 
     async def undo_starts(self, ids: Collection[int], owner: str, now: int) -> list[JobRef]:
         """Undo starts whose commit was not confirmed (the call that wrote them failed, and

@@ -92,22 +92,6 @@ class Backlog:
         if added:
             self._on_added()
 
-    def offer_recovered(self, refs: Iterable[JobRef]) -> None:
-        """Take the unkeyed jobs a recovery of gained shards just queued again into their
-        windows, ahead of the newer jobs there, without waiting for the read of the shards'
-        backlog (which would place them only behind it). A keyed one waits for that read:
-        its key's mailbox keeps the order."""
-        owned = self._ownership.owned()
-        known, windows = self.known, self.windows
-        now = self._clock.now_ms()
-        added = False
-        for ref in refs:
-            if ref.key is None and ref.id not in known and (owned is None or ref.shard in owned):
-                added |= windows.place_first(ref, now)
-        if added:
-            windows.restore_order()
-            self._on_added()
-
     def _reoffer(self, refs: Iterable[JobRef]) -> None:
         self.offer(refs, new=False)
 

@@ -108,8 +108,8 @@ class Runner:
     async def start(self) -> None:
         """Recover interrupted jobs, load the backlog and begin dispatching."""
         recovered = await self._driver.recover(self._ownership.owned(), self._clock.now_ms())
-        if recovered.touched:
-            log.info("recovered %d interrupted job(s)", recovered.touched)
+        if recovered:
+            log.info("recovered %d interrupted job(s)", recovered)
         await self._instruments.recount(self._driver)
         await self._maintenance.advertise()
         await self._backlog.gates.load()
@@ -282,12 +282,8 @@ class Runner:
                 )
             finally:
                 mailboxes.recovery_ended(acquired)
-            if recovered.touched:
-                log.info(
-                    "recovered %d job(s) on %d acquired shard(s)", recovered.touched, len(acquired)
-                )
+            if recovered:
+                log.info("recovered %d job(s) on %d acquired shard(s)", recovered, len(acquired))
             self._backlog.mark_ahead()
-            # They start first, without waiting for the read of the shards' backlog.
-            self._backlog.offer_recovered(recovered.queued)
             self._backlog.recount_soon()
         self._wake.set()

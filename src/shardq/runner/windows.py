@@ -92,32 +92,13 @@ class Windows:
             # Storage holds older jobs of this priority: they go first, in id order.
             self.overflow[p] = True
             return False
-        return self._append(ref)
-
-    def place_first(self, ref: JobRef, now: int) -> bool:
-        """Take the unkeyed, due ``ref`` into its window although storage may hold more of
-        its priority (a job queued again after its runner died: it goes first); False if
-        the window is full or ``ref`` is not due. ``restore_order`` is then due."""
-        p = ref.priority
-        if ref.run_at > now or self.unkeyed[p] >= self.size:
-            return False
-        return self._append(ref)
-
-    def _append(self, ref: JobRef) -> bool:
         self._known.add(ref.id)
-        ready = self.ready[ref.priority]
+        ready = self.ready[p]
         if ready and ref.id < ready[-1].id:
-            self._unordered[ref.priority] = True
+            self._unordered[p] = True
         ready.append(ref)
-        self.unkeyed[ref.priority] += 1
+        self.unkeyed[p] += 1
         return True
-
-    def restore_order(self) -> None:
-        """Put the windows where an older ref was placed behind newer ones back in id order."""
-        for p, unordered in enumerate(self._unordered):
-            if unordered:
-                self._unordered[p] = False
-                self.ready[p] = deque(sorted(self.ready[p], key=_by_id))
 
     def push_head(self, head: JobRef, now: int) -> None:
         """Hand a mailbox's head over: ready if due, else delayed until it is."""
@@ -243,7 +224,9 @@ class Windows:
                         await asyncio.sleep(0)  # let critical work through between slices
                     started = self._started_while_loading
                     offer(r for r in rows[i : i + _OFFER_SLICE] if r.id not in started)
-                    self.restore_order()
+                    if self._unordered[p]:
+                        self._unordered[p] = False
+                        self.ready[p] = deque(sorted(self.ready[p], key=_by_id))
                 if len(rows) < chunk:
                     break
                 if self.overflow[p] or self.unkeyed[p] >= self.size:

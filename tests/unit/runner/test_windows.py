@@ -100,17 +100,3 @@ async def test_older_jobs_read_after_gaining_shards_go_before_newer_ones() -> No
     await windows.catch_up(None, clock.now_ms(), offer)
     await asyncio.wait_for(WAKE.wait(), timeout=5)
     assert ids(windows) == [3, 4, 10, 11]
-
-
-def test_a_recovered_job_goes_first_although_storage_holds_more() -> None:
-    driver = FakeDriver()
-    windows, known, clock = make(driver, size=16)
-    now = clock.now_ms()
-    windows.overflow = [False] * 4
-    assert windows.place(ref(10), now) and windows.place(ref(11), now)
-    windows.mark_ahead()
-    # An ordinary arrival waits behind storage; a recovered (older) job does not.
-    assert not windows.place(ref(12), now)
-    assert windows.place_first(ref(3), now)
-    windows.restore_order()
-    assert ids(windows) == [3, 10, 11] and 3 in known

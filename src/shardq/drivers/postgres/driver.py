@@ -41,7 +41,6 @@ from ..base import (
     NewJob,
     Outcome,
     Ownership,
-    Recovered,
     ReplayResult,
     job_refs,
 )
@@ -489,9 +488,9 @@ class PostgresDriver:
 
     async def recover(
         self, shards: Collection[int] | None, now: int, keep_owner: str | None = None
-    ) -> Recovered:
+    ) -> int:
         if shards is not None and not shards:
-            return Recovered(0, [])
+            return 0
         cancelled, requeued = await self._interrupted(
             "id IN (SELECT id FROM job_queue WHERE $1::int[] IS NULL OR shard = ANY($1::int[]))"
             " AND ($5::text IS NULL OR owner IS DISTINCT FROM $5::text)",
@@ -499,7 +498,7 @@ class PostgresDriver:
             now,
             "interrupted: the runner stopped during the attempt",
         )
-        return Recovered(cancelled, requeued)
+        return cancelled + len(requeued)
 
     async def undo_starts(self, ids: Collection[int], owner: str, now: int) -> list[JobRef]:
         if not ids:

@@ -36,7 +36,6 @@ from ..base import (
     NewJob,
     Outcome,
     Ownership,
-    Recovered,
     ReplayResult,
     StartedJob,
     job_refs,
@@ -458,12 +457,12 @@ class SQLiteDriver:
 
     async def recover(
         self, shards: Collection[int] | None, now: int, keep_owner: str | None = None
-    ) -> Recovered:
+    ) -> int:
         kept = () if keep_owner is None else (keep_owner,)
         shard_scope, args = _in_shards(shards, kept)
         scope = "state = 'processing'" + " AND owner IS NOT ?" * len(kept) + shard_scope
 
-        def run(c: sqlite3.Connection) -> tuple[list[int], list[JobRef]]:
+        def run(c: sqlite3.Connection) -> tuple[list[int], int]:
             cancelled = c.execute(
                 "UPDATE jobs SET state = 'cancelled', finished_at = ?, updated_at = ?,"
                 f" owner = NULL, {APPEND} WHERE cancel_requested = 1 AND {scope} RETURNING id",
@@ -471,15 +470,15 @@ class SQLiteDriver:
             ).fetchall()
             requeued = c.execute(
                 "UPDATE jobs SET state = 'queued', run_at = ?, updated_at = ?, owner = NULL,"
-                f" {APPEND} WHERE {scope} RETURNING {_REF}",
+                f" {APPEND} WHERE {scope}",
                 (now, now, "queued", now, "interrupted: the runner stopped during the attempt",
                  *args),
-            ).fetchall()  # fmt: skip
-            return [r[0] for r in cancelled], job_refs(requeued)
+            ).rowcount  # fmt: skip
+            return [r[0] for r in cancelled], int(requeued)
 
         cancelled, requeued = await self._tx(run)
         self._tell_watchers(cancelled)
-        return Recovered(len(cancelled), requeued)
+        return len(cancelled) + requeued
 
     async def undo_starts(self, ids: Collection[int], owner: str, now: int) -> list[JobRef]:
         ids = list(ids)
