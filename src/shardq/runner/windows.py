@@ -173,15 +173,16 @@ class Windows:
         # Each reload clears its overflow mark before reading, so whatever arrives during the
         # read is taken into memory (or marks the overflow again): nothing slips between.
         overflow_at = self._delayed_overflow_at
-        read_delayed = overflow_at is not None and (
-            overflow_at <= now or self._delayed_unkeyed == 0
-        )
-        if read_delayed:
-            if overflow_at is not None and overflow_at <= now:
+        if overflow_at is not None and (overflow_at <= now or self._delayed_unkeyed == 0):
+            if overflow_at <= now:
                 self.overflow = [True] * len(self.overflow)
             self._delayed_overflow_at = None
-        # The ready windows' reloads start first: the delayed read then overlaps them (after
-        # a shard is gained, its interrupted jobs are among the ready ones).
+            rows = await self._driver.load_delayed(owned, self._clock.now_ms(), self.size)
+            offer(rows)
+            if len(rows) >= self.size:
+                at = self._delayed_overflow_at
+                last = rows[-1].run_at
+                self._delayed_overflow_at = last if at is None else min(at, last)
         for p in range(len(self.ready)):
             if self.overflow[p] and self.unkeyed[p] < self._refill_below and not self.loading[p]:
                 self.overflow[p] = False
@@ -189,13 +190,6 @@ class Windows:
                 task = asyncio.create_task(self._reload_ready(p, owned, offer))
                 self._loads.add(task)
                 task.add_done_callback(self._loads.discard)
-        if read_delayed:
-            rows = await self._driver.load_delayed(owned, self._clock.now_ms(), self.size)
-            offer(rows)
-            if len(rows) >= self.size:
-                at = self._delayed_overflow_at
-                last = rows[-1].run_at
-                self._delayed_overflow_at = last if at is None else min(at, last)
 
     async def _reload_ready(self, p: int, owned: Collection[int] | None, offer: Offer) -> None:
         """Read the oldest due jobs of priority ``p`` from storage into its window.
