@@ -29,10 +29,6 @@ _OFFER_SLICE = 250
 Offer = Callable[[Iterable[JobRef]], None]
 
 
-def _by_id(ref: JobRef) -> int:
-    return ref.id
-
-
 class Windows:
     """Ready jobs per priority in id order, delayed jobs in due order, and their reloads."""
 
@@ -62,10 +58,6 @@ class Windows:
         # time), so picks of other work go on meanwhile; a window is refilled once it is down
         # to a quarter, before it runs dry.
         self.loading = [False] * n
-        # Per priority, whether a ref older than the window's newest was placed behind it (a
-        # reload after gaining shards reads their interrupted, older jobs): it is put back in
-        # id order before the next pick.
-        self._unordered = [False] * n
         self._refill_below = max(1, size // 4)
         self._loads: set[asyncio.Task[None]] = set()
         # Jobs started while a reload was in flight: its rows may show them still queued.
@@ -93,10 +85,7 @@ class Windows:
             self.overflow[p] = True
             return False
         self._known.add(ref.id)
-        ready = self.ready[p]
-        if ready and ref.id < ready[-1].id:
-            self._unordered[p] = True
-        ready.append(ref)
+        self.ready[p].append(ref)
         self.unkeyed[p] += 1
         return True
 
@@ -218,9 +207,6 @@ class Windows:
                         await asyncio.sleep(0)  # let critical work through between slices
                     started = self._started_while_loading
                     offer(r for r in rows[i : i + _OFFER_SLICE] if r.id not in started)
-                    if self._unordered[p]:
-                        self._unordered[p] = False
-                        self.ready[p] = deque(sorted(self.ready[p], key=_by_id))
                 if len(rows) < chunk:
                     break
                 if self.overflow[p] or self.unkeyed[p] >= self.size:

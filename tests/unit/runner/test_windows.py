@@ -77,26 +77,3 @@ async def test_forgetting_shards_drops_their_refs_only() -> None:
     windows.forget_shards({1})
     assert ids(windows) == [2] and known == {2} and windows.next_due() is None
     assert windows.unkeyed[2] == 1
-
-
-async def test_older_jobs_read_after_gaining_shards_go_before_newer_ones() -> None:
-    # A survivor's window holds new jobs; the shards it gains hold older ones (the dead
-    # runner's interrupted jobs, queued again): those run first, not behind the window.
-    driver = FakeDriver()
-    windows, known, clock = make(driver, size=16)
-    windows.overflow = [False] * 4
-    newer = [ref(10), ref(11)]
-    for r in newer:
-        assert windows.place(r, clock.now_ms())
-    driver.add(ref(3), ref(4), *newer)
-
-    def offer(refs: Any) -> None:
-        for r in refs:
-            if r.id not in known:
-                windows.place(r, clock.now_ms())
-
-    windows.mark_ahead()
-    WAKE.clear()
-    await windows.catch_up(None, clock.now_ms(), offer)
-    await asyncio.wait_for(WAKE.wait(), timeout=5)
-    assert ids(windows) == [3, 4, 10, 11]
