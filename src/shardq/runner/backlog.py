@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
-from .._internal.tasks import Coalesced
+from .._internal.tasks import cancel_and_wait
 from ..clock import Clock
 from ..config import Config
 from ..drivers.base import Driver, JobRef, Ownership
@@ -64,7 +64,8 @@ class Backlog:
         self._pending_ids: set[int] = set()
         # The depth gauge's recount: a count of the whole queue, so in a task of its own,
         # never on the path of a step or of a shard change.
-        self._recount = Coalesced(self._recount_once)
+        self._recount: asyncio.Task[None] | None = None
+        self._recount_again = False
 
     def offer(self, refs: Iterable[JobRef], *, new: bool = True) -> None:
         """Take freshly committed jobs (``new``: they join the depth gauge) or reloaded ones
@@ -107,13 +108,20 @@ class Backlog:
 
     def recount_soon(self) -> None:
         """Set the depth gauge from storage, in the background."""
-        self._recount.request()
+        if self._recount is not None and not self._recount.done():
+            self._recount_again = True
+            return
+        self._recount = asyncio.get_running_loop().create_task(self._recount_now())
 
-    async def _recount_once(self) -> None:
-        try:
-            await self._instruments.recount(self._driver)
-        except Exception as e:
-            log.warning("counting the queued jobs failed (%r); the depth gauge waits", e)
+    async def _recount_now(self) -> None:
+        while True:
+            self._recount_again = False
+            try:
+                await self._instruments.recount(self._driver)
+            except Exception as e:
+                log.warning("counting the queued jobs failed (%r); the depth gauge waits", e)
+            if not self._recount_again:
+                return
 
     def put_back(self, ref: JobRef, now: int) -> None:
         """Return a picked ref whose start could not be written (it is still queued)."""
@@ -179,5 +187,6 @@ class Backlog:
 
     async def stop(self) -> None:
         """Stop reading storage."""
-        await self._recount.stop()
+        if self._recount is not None:
+            await cancel_and_wait(self._recount)
         await self.windows.stop()

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from .._internal.attempts import Attempt, AttemptRunner, Handler
-from .._internal.tasks import Coalesced, cancel_and_wait
+from .._internal.tasks import cancel_and_wait
 from ..clock import SYSTEM_CLOCK, Clock
 from ..config import Config
 from ..drivers.base import Driver, EventKind, JobRef, Outcome, Ownership
@@ -101,7 +101,8 @@ class Runner:
             driver, config, clock, ids, ownership, handlers, self._instruments, self.offer
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._controls_load = Coalesced(self._load_controls)
+        self._controls_load: asyncio.Task[None] | None = None
+        self._controls_again = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -139,7 +140,8 @@ class Runner:
             task.cancel()
         await asyncio.gather(*housekeeping, return_exceptions=True)
         await self._backlog.stop()
-        await self._controls_load.stop()
+        if self._controls_load is not None:
+            await cancel_and_wait(self._controls_load, quiet=True)
         if self._dispatch.express is not None:
             # Whatever it starts is drained below with the rest.
             await asyncio.gather(self._dispatch.express, return_exceptions=True)
@@ -238,17 +240,23 @@ class Runner:
 
     def _reload_controls(self) -> None:
         """Read the controls again (another process changed them), beside the loop."""
-        self._backlog.gates.loading = self._controls_load.request()
+        if self._controls_load is not None and not self._controls_load.done():
+            self._controls_again = True
+            return
+        self._controls_load = asyncio.get_running_loop().create_task(self._load_controls())
+        self._backlog.gates.loading = self._controls_load
 
-    async def _load_controls(self) -> bool:
-        """Read the controls; True to read them again (it failed, and the runner goes on)."""
-        try:
-            await self._backlog.gates.load()
-        except Exception:
-            log.exception("reading the flow controls failed; trying again shortly")
-            await self._clock.sleep(0.5)
-            return not self._dispatch.stopping
-        return False
+    async def _load_controls(self) -> None:
+        while True:
+            self._controls_again = False
+            try:
+                await self._backlog.gates.load()
+            except Exception:
+                log.exception("reading the flow controls failed; trying again shortly")
+                await self._clock.sleep(0.5)
+                self._controls_again = True
+            if not self._controls_again or self._dispatch.stopping:
+                return
 
     def interrupt(self, job_id: int) -> bool:
         """Cancel the running attempt of ``job_id``; True if it runs here."""

@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection
 
 import asyncpg
 
-from ..._internal.tasks import Coalesced, cancel_and_wait
+from ..._internal.tasks import cancel_and_wait
 from ...clock import Clock
 from .notifier import Notifier
 from .payloads import job_channel
@@ -66,7 +66,8 @@ class Hearing:
         #: Announce submits on their shards' channels (every live runner hears them there).
         self.by_shard = False
         self.notifier: Notifier | None = None
-        self._refreshes = Coalesced(self._refresh_logged)
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
         self._rescans: set[asyncio.Task[None]] = set()
         self._watched_at = 0.0
         # Listening on DONE_CHANNEL (from its LISTEN until its UNLISTEN begins), kept by
@@ -86,14 +87,26 @@ class Hearing:
     def members_changed(self, payload: str = "") -> None:
         """A runner joined, left or handed shards over: read the runners again (once at a
         time; a change heard during a read is read after it)."""
-        self._refreshes.request()
+        if self._task is not None:
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._refreshing())
 
-    async def _refresh_logged(self) -> None:
+    async def _refreshing(self) -> None:
         try:
-            await self.refresh()
-        except Exception as e:
-            # Kept as it was: the next change, or a reconnection, reads again.
-            log.warning("reading which runners hear shard channels failed (%r)", e)
+            while True:
+                self._again = False
+                try:
+                    await self.refresh()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    # Kept as it was: the next change, or a reconnection, reads again.
+                    log.warning("reading which runners hear shard channels failed (%r)", e)
+                if not self._again:
+                    return
+        finally:
+            self._task = None
 
     async def _rescan(self) -> None:
         try:
@@ -142,8 +155,8 @@ class Hearing:
 
     async def close(self) -> None:
         """Stop the reads, rescans and watches in flight."""
-        await self._refreshes.stop()
-        for task in [self._watching, *self._rescans]:
+        for task in [self._task, self._watching, *self._rescans]:
             if task is not None:
                 await cancel_and_wait(task)
+        self._task = None
         self._watching = None
