@@ -48,7 +48,7 @@ from .controls import PostgresControls, admit_starts, settle_starts
 from .hearing import Hearing
 from .inserts import DEDUPE_TRIES, insert_dedupe, insert_within, plain_insert
 from .notifier import Notifier
-from .payloads import submitted_notes
+from .payloads import finished_notes, submitted_notes
 from .schedules import PostgresSchedules
 from .shard_locks import MEMBERS_CHANNEL, ShardLocks
 from .statements import (
@@ -56,16 +56,13 @@ from .statements import (
     DONE_CHANNEL,
     HISTORY_CANCELLED,
     INSERT_PLAIN,
+    NOTIFY,
     QUEUED,
     REF,
-    announced,
     append,
     new_job_arrays,
 )
 from .steps import step
-
-# The columns of ``REF`` in a row that is not a ref.
-_NULL_REF = ", ".join(["NULL"] * len(REF.split(",")))
 
 log = logging.getLogger("shardq.postgres")
 
@@ -512,39 +509,39 @@ class PostgresDriver:
         return requeued
 
     async def _interrupted(
-        self, scope: str, args: tuple[Any, Any], now: int, reason: str
+        self, scope: str, args: tuple[Any, ...], now: int, reason: str
     ) -> tuple[int, list[JobRef]]:
-        """Move the processing jobs within ``scope`` (SQL over ``$1`` and ``$5``, bound to
+        """Move the processing jobs within ``scope`` (SQL over ``$1`` and ``$5``.., bound to
         ``args``) out of processing: to cancelled if their cancel was requested (announced
         as finished), else back to the queue. Returns how many were cancelled and the refs
         of those queued again."""
-        # One statement (so one round trip on a survivor's path to running a dead runner's
-        # jobs): the two updates touch disjoint rows, told apart by cancel_requested. Its
-        # rows: the cancelled ids (then NULL refs), the refs queued again, a row per note.
-        rows = await self.pool.fetch(
-            "WITH upd AS (UPDATE jobs SET state = 'cancelled', finished_at = $2,"
-            f" updated_at = $2, owner = NULL, {append('$3::text', '$2::bigint', '$4::text')}"
-            f" WHERE state = 'processing' AND cancel_requested AND {scope} RETURNING id),"
-            " d AS (DELETE FROM job_queue q USING upd WHERE q.id = upd.id),"
-            " u AS (UPDATE jobs SET state = 'queued', run_at = $2, updated_at = $2,"
-            f" owner = NULL, {append('$6::text', '$2::bigint', '$7::text')}"
-            f" WHERE state = 'processing' AND NOT cancel_requested AND {scope}"
-            f" RETURNING {REF}),"
-            " q AS (UPDATE job_queue q SET run_at = $2 FROM u WHERE q.id = u.id),"
-            f" {announced('upd')}"
-            f" SELECT NULL::bigint AS cancelled, {REF} FROM u"
-            f" UNION ALL SELECT id, {_NULL_REF} FROM upd"
-            f" UNION ALL SELECT NULL, {_NULL_REF} FROM note",
-            args[0],
-            now,
-            "cancelled",
-            "cancelled while its runner was down",
-            args[1],
-            "queued",
-            reason,
-        )
-        cancelled = [r[0] for r in rows if r[0] is not None]
-        requeued = [tuple(r)[1:] for r in rows if r[0] is None and r[1] is not None]
+        first, rest = args[0], args[1:]
+        async with self.pool.acquire() as c, c.transaction():
+            cancelled = await c.fetch(
+                "WITH u AS (UPDATE jobs SET state = 'cancelled', finished_at = $2,"
+                f" updated_at = $2, owner = NULL, {append('$3::text', '$2::bigint', '$4::text')}"
+                f" WHERE state = 'processing' AND cancel_requested AND {scope} RETURNING id),"
+                " d AS (DELETE FROM job_queue q USING u WHERE q.id = u.id) SELECT id FROM u",
+                first,
+                now,
+                "cancelled",
+                "cancelled while its runner was down",
+                *rest,
+            )
+            requeued = await c.fetch(
+                "WITH u AS (UPDATE jobs SET state = 'queued', run_at = $2, updated_at = $2,"
+                f" owner = NULL, {append('$3::text', '$2::bigint', '$4::text')}"
+                f" WHERE state = 'processing' AND {scope} RETURNING {REF}),"
+                " q AS (UPDATE job_queue q SET run_at = $2 FROM u WHERE q.id = u.id)"
+                " SELECT * FROM u",
+                first,
+                now,
+                "queued",
+                reason,
+                *rest,
+            )
+            if cancelled:
+                await c.execute(NOTIFY, *finished_notes([r[0] for r in cancelled]))
         return len(cancelled), job_refs(requeued)
 
     # -- reads for everyone --------------------------------------------------------------

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 
 from ..base import NewJob
-from .statements import CHANNEL
+from .statements import CHANNEL, DONE_CHANNEL
 
 #: A notification payload must stay under 8000 bytes; chunks are kept under this.
 _PAYLOAD_BYTES = 7000
@@ -36,6 +36,12 @@ def job_channel(shard: int) -> str:
 def shared_notes(payloads: Sequence[str]) -> Notes:
     """``payloads`` as notifications on the shared channel."""
     return [CHANNEL] * len(payloads), list(payloads)
+
+
+def finished_notes(ids: Sequence[int]) -> Notes:
+    """The notifications announcing jobs ``ids`` as finished, 300 ids to a notification."""
+    payloads = ["f" + json.dumps(ids[i : i + 300]) for i in range(0, len(ids), 300)]
+    return [DONE_CHANNEL] * len(payloads), payloads
 
 
 def submitted_notes(jobs: Sequence[NewJob], *, by_shard: bool) -> Notes:
