@@ -9,10 +9,8 @@ mailbox that overflowed has drained.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable
 
-from .._internal.tasks import cancel_and_wait
 from ..clock import Clock
 from ..config import Config
 from ..drivers.base import Driver, JobRef, Ownership
@@ -21,8 +19,6 @@ from .gates import Gates
 from .instruments import Instruments
 from .mailboxes import Mailboxes
 from .windows import Windows
-
-log = logging.getLogger("shardq.runner")
 
 
 class Backlog:
@@ -62,10 +58,7 @@ class Backlog:
         )
         # Ids announced by other processes, read in the next step.
         self._pending_ids: set[int] = set()
-        # The depth gauge's recount: a count of the whole queue, so in a task of its own,
-        # never on the path of a step or of a shard change.
-        self._recount: asyncio.Task[None] | None = None
-        self._recount_again = False
+        self._recount_soon = False
 
     def offer(self, refs: Iterable[JobRef], *, new: bool = True) -> None:
         """Take freshly committed jobs (``new``: they join the depth gauge) or reloaded ones
@@ -107,21 +100,8 @@ class Backlog:
         self.mailboxes.mark_ahead()
 
     def recount_soon(self) -> None:
-        """Set the depth gauge from storage, in the background."""
-        if self._recount is not None and not self._recount.done():
-            self._recount_again = True
-            return
-        self._recount = asyncio.get_running_loop().create_task(self._recount_now())
-
-    async def _recount_now(self) -> None:
-        while True:
-            self._recount_again = False
-            try:
-                await self._instruments.recount(self._driver)
-            except Exception as e:
-                log.warning("counting the queued jobs failed (%r); the depth gauge waits", e)
-            if not self._recount_again:
-                return
+        """Set the depth gauge from storage in the next step."""
+        self._recount_soon = True
 
     def put_back(self, ref: JobRef, now: int) -> None:
         """Return a picked ref whose start could not be written (it is still queued)."""
@@ -181,12 +161,13 @@ class Backlog:
             self._pending_ids.clear()
             if ids:
                 self.offer(await self._driver.load_refs(ids))
+        if self._recount_soon:
+            self._recount_soon = False
+            await self._instruments.recount(self._driver)
         owned = self._ownership.owned()
         await self.windows.catch_up(owned, now, self._reoffer)
         await self.mailboxes.catch_up(owned, now, self._reoffer)
 
     async def stop(self) -> None:
         """Stop reading storage."""
-        if self._recount is not None:
-            await cancel_and_wait(self._recount)
         await self.windows.stop()

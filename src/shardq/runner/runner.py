@@ -293,5 +293,5 @@ class Runner:
             if recovered:
                 log.info("recovered %d job(s) on %d acquired shard(s)", recovered, len(acquired))
             self._backlog.mark_ahead()
-            self._backlog.recount_soon()
+            await self._instruments.recount(self._driver)
         self._wake.set()

@@ -82,17 +82,6 @@ WITH hb AS (
 SELECT id, lock_key, draining FROM live
 """
 
-# Locks the free shards among $1 and records this runner ($2) as their owner since $3. The
-# lock function is volatile, so the CTE is evaluated once, before the insert.
-_TAKE = f"""
-WITH got AS (
-    SELECT s FROM unnest($1::int[]) s WHERE pg_try_advisory_lock({SHARD_LOCK_SPACE}, s)
-)
-INSERT INTO shardq_shards (shard, owner, acquired_at) SELECT s, $2, $3 FROM got
-ON CONFLICT (shard) DO UPDATE SET owner = excluded.owner, acquired_at = excluded.acquired_at
-RETURNING shard
-"""
-
 
 class ShardLocks:
     """The ``Ownership`` of a runner on PostgreSQL (see the module documentation).
@@ -418,13 +407,28 @@ class ShardLocks:
         """Take the free shards this runner should own."""
         want = desired - self._held
         if want:
-            # One statement locks the free ones and records the owner. Should it fail, the
-            # balancer fences: the session ends, and every lock it took with it.
             got = {
-                r[0] for r in await self._bounded(conn.fetch(_TAKE, sorted(want), self.token, now))
+                r[0]
+                for r in await self._bounded(
+                    conn.fetch(
+                        "SELECT s FROM unnest($1::int[]) s"
+                        f" WHERE pg_try_advisory_lock({SHARD_LOCK_SPACE}, s)",
+                        sorted(want),
+                    )
+                )
             }
             if got:
                 self._held |= got
+                await self._bounded(
+                    conn.execute(
+                        "INSERT INTO shardq_shards (shard, owner, acquired_at)"
+                        " SELECT s, $2, $3 FROM unnest($1::int[]) s ON CONFLICT (shard)"
+                        " DO UPDATE SET owner = excluded.owner, acquired_at = excluded.acquired_at",
+                        sorted(got),
+                        self.token,
+                        now,
+                    )
+                )
                 # Listen on the shards before serving them: what is heard of them before
                 # is dropped, and read with their backlog. From serving to the runner's
                 # on_change nothing awaits, so nothing heard overtakes that read.
